@@ -1,0 +1,322 @@
+/**
+ * The gateway: one HTTP port serving WebSocket (/v1/ws), SSE (/v1/sse), publish, health and
+ * metrics. It registers itself in the store under a lease so the cluster knows it is alive.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { SpanKind, context, propagation, trace } from '@opentelemetry/api';
+import { WebSocketServer } from 'ws';
+import type { EventBus } from '../../shared/bus/EventBus.js';
+import { makeEvent, Sources } from '../../shared/bus/events.js';
+import { errorCode } from '../../shared/errors.js';
+import { CloseCodes } from '../../shared/protocol/closeCodes.js';
+import { isValidChannel } from '../../shared/protocol/channels.js';
+import { ErrorCodes, type Limits } from '../../shared/protocol/frames.js';
+import type { StateStore } from '../../shared/store/StateStore.js';
+import type { Logger } from '../../shared/telemetry/logger.js';
+import { injectContext, tracer } from '../../shared/telemetry/tracing.js';
+import { signToken, verifyToken, type KeyRing } from '../../shared/tokens.js';
+import { ChannelHub } from './ChannelHub.js';
+import type { GatewayContext } from './GatewayContext.js';
+import { HttpError, bearerMatches, corsHeaders, originAllowed, readBody, sendError, sendJson } from './http.js';
+import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
+import { SseStream, parseSseRequest } from './SseStream.js';
+import { WsSession } from './WsSession.js';
+
+export interface GatewayOptions {
+  nodeId: string;
+  /** @default '127.0.0.1' */
+  host?: string;
+  /** @default 0 (any free port) */
+  port?: number;
+  store: StateStore;
+  bus: EventBus;
+  /** Signs and verifies resume tokens; shared by every gateway of a cluster. */
+  keyRing: KeyRing;
+  /** Bearer key required by POST /v1/publish. */
+  publishKey: string;
+  /** Browser origins allowed to call the HTTP API and open WebSockets; `*` for any. @default [] */
+  corsOrigins?: string[];
+  /** @default { maxFrameBytes: 65536, maxChannels: 100, requestsPerSecond: 50 } */
+  limits?: Partial<Limits>;
+  /** Bytes queued for one client before it is closed as a slow consumer. @default 4 MiB */
+  maxBufferedBytes?: number;
+  /** SSE `retry:` field. @default 1000 */
+  sseRetryMs?: number;
+  /** @default 3_600_000 (one hour) */
+  resumeTokenLifetimeMs?: number;
+  /** How often the node record is refreshed; its lease lasts three times this. @default 2000 */
+  heartbeatMs?: number;
+  logger: Logger;
+}
+
+export const DEFAULT_LIMITS: Limits = { maxFrameBytes: 64 * 1024, maxChannels: 100, requestsPerSecond: 50 };
+const RESUME = 'resume';
+
+export interface NodeRecord {
+  id: string;
+  url: string;
+  pid: number;
+  startedAt: string;
+  connections: { ws: number; sse: number };
+  subscriptions: number;
+  channels: number;
+}
+
+export class Gateway implements GatewayContext {
+  readonly nodeId: string;
+  readonly limits: Limits;
+  readonly maxBufferedBytes: number;
+  readonly hub: ChannelHub;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  private readonly server: Server;
+  private readonly wss: WebSocketServer;
+  private readonly sessions = new Set<WsSession>();
+  private readonly streams = new Set<SseStream>();
+  private readonly startedAt = new Date().toISOString();
+  private heartbeat?: NodeJS.Timeout;
+  private lease?: string;
+  private lastRegisteredAt = 0;
+  private closing = false;
+
+  constructor(private readonly options: GatewayOptions) {
+    this.nodeId = options.nodeId;
+    this.logger = options.logger;
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 4 * 1024 * 1024;
+    this.metrics = createGatewayMetrics(options.nodeId);
+    this.hub = new ChannelHub({
+      store: options.store,
+      logger: options.logger,
+      onDelivered: (count) => this.metrics.delivered.inc(count),
+    });
+    this.server = createServer((req, res) => void this.route(req, res));
+    this.server.keepAliveTimeout = 65_000;
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: this.limits.maxFrameBytes,
+      perMessageDeflate: false,
+      clientTracking: false,
+    });
+    this.server.on('upgrade', (req, socket, head) => this.upgrade(req, socket as Socket, head));
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  get url(): string {
+    return `http://${this.options.host ?? '127.0.0.1'}:${this.port}`;
+  }
+
+  get ready(): boolean {
+    return !this.closing && Date.now() - this.lastRegisteredAt < 3 * this.heartbeatMs;
+  }
+
+  private get heartbeatMs(): number {
+    return this.options.heartbeatMs ?? 2_000;
+  }
+
+  async listen(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    await this.register();
+    this.heartbeat = setInterval(() => void this.register(), this.heartbeatMs).unref();
+    await this.emit('Gateway Started', { url: this.url });
+    this.logger.info({ url: this.url, node: this.nodeId }, 'gateway listening');
+  }
+
+  /** Stops accepting, tells every client to reconnect elsewhere, and leaves the cluster. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearInterval(this.heartbeat);
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const session of this.sessions) session.close(CloseCodes.shutdown);
+    for (const stream of this.streams) stream.close();
+    this.hub.close();
+    this.wss.close();
+    this.server.closeIdleConnections();
+    const timer = setTimeout(() => this.server.closeAllConnections(), 2_000).unref();
+    await stopped;
+    clearTimeout(timer);
+    await this.emit('Gateway Stopped', { url: this.url });
+    if (this.lease) await this.options.store.revokeLease(this.lease).catch(() => undefined);
+  }
+
+  // GatewayContext
+
+  resumeToken(session: string): Promise<string> {
+    return signToken(this.options.keyRing, RESUME, { sub: session, node: this.nodeId }, this.options.resumeTokenLifetimeMs ?? 3_600_000);
+  }
+
+  verifyResumeToken(token: string): Promise<Record<string, unknown>> {
+    return verifyToken(this.options.keyRing, RESUME, token);
+  }
+
+  clientClosed(client: WsSession | SseStream): void {
+    if (client instanceof WsSession) {
+      this.sessions.delete(client);
+      this.metrics.connections.dec({ transport: 'ws' });
+    } else {
+      this.streams.delete(client);
+      this.metrics.connections.dec({ transport: 'sse' });
+    }
+  }
+
+  // Cluster membership
+
+  private nodeRecord(): NodeRecord {
+    let subscriptions = 0;
+    for (const session of this.sessions) subscriptions += session.subscriptionCount;
+    return {
+      id: this.nodeId,
+      url: this.url,
+      pid: process.pid,
+      startedAt: this.startedAt,
+      connections: { ws: this.sessions.size, sse: this.streams.size },
+      subscriptions,
+      channels: this.hub.channelCount,
+    };
+  }
+
+  private async register(): Promise<void> {
+    const store = this.options.store;
+    try {
+      if (this.lease) {
+        await store.keepAlive(this.lease).catch(async (error: unknown) => {
+          if (errorCode(error) !== 'lease_expired') throw error;
+          this.lease = undefined;
+        });
+      }
+      this.lease ??= await store.grantLease(3 * this.heartbeatMs);
+      await store.put(`nodes/${this.nodeId}`, this.nodeRecord(), { lease: this.lease });
+      this.metrics.channels.set(this.hub.channelCount);
+      this.lastRegisteredAt = Date.now();
+    } catch (error) {
+      this.logger.warn({ err: error }, 'node registration failed; not ready until the store answers');
+    }
+  }
+
+  private async emit(detailType: string, detail: Record<string, unknown>): Promise<void> {
+    await this.options.bus
+      .put([makeEvent(Sources.gateway, detailType, { node: this.nodeId, ...detail }, [this.nodeId])])
+      .catch((error: unknown) => this.logger.warn({ err: error, detailType }, 'event not sent'));
+  }
+
+  // HTTP
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://gateway');
+    const cors = corsHeaders(req, this.options.corsOrigins ?? []);
+    try {
+      if (req.method === 'OPTIONS') {
+        res.writeHead(204, cors).end();
+        return;
+      }
+      const route = `${req.method} ${url.pathname}`;
+      switch (route) {
+        case 'POST /v1/publish':
+          return await this.publish(req, res, cors);
+        case 'GET /v1/sse':
+          return await this.sse(req, res, url, cors);
+        case 'GET /healthz':
+          return sendJson(res, 200, { status: 'ok', node: this.nodeId });
+        case 'GET /readyz':
+          return sendJson(res, this.ready ? 200 : 503, {
+            ready: this.ready,
+            node: this.nodeId,
+            checks: { store: Date.now() - this.lastRegisteredAt < 3 * this.heartbeatMs ? 'ok' : 'unavailable', closing: this.closing },
+          });
+        case 'GET /metrics': {
+          const text = await this.metrics.registry.metrics();
+          res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(text);
+          return;
+        }
+        default:
+          throw new HttpError(404, 'not_found', `no route for ${route}`);
+      }
+    } catch (error) {
+      const httpError =
+        error instanceof HttpError ? error : new HttpError(500, 'internal', 'internal error');
+      if (!(error instanceof HttpError)) this.logger.error({ err: error }, 'request failed');
+      if (res.headersSent) res.destroy();
+      else sendError(res, new HttpError(httpError.status, httpError.code, httpError.message, { ...cors, ...httpError.headers }));
+    }
+  }
+
+  private async publish(req: IncomingMessage, res: ServerResponse, cors: Record<string, string>): Promise<void> {
+    const started = performance.now();
+    if (!bearerMatches(req, this.options.publishKey)) {
+      throw new HttpError(401, 'unauthorized', 'a valid publish key is required (Authorization: Bearer <key>)', {
+        'www-authenticate': 'Bearer',
+      });
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse((await readBody(req, this.limits.maxFrameBytes)).toString('utf8'));
+    } catch (error) {
+      if (error instanceof HttpError) throw error;
+      throw new HttpError(400, ErrorCodes.badFrame, 'body is not valid JSON');
+    }
+    const { channel, data } = (body ?? {}) as { channel?: unknown; data?: unknown };
+    if (!isValidChannel(channel)) throw new HttpError(400, ErrorCodes.invalidChannel, `invalid channel name ${JSON.stringify(channel)}`);
+    if (data === undefined) throw new HttpError(400, ErrorCodes.badFrame, 'data is required');
+    const parent = propagation.extract(context.active(), req.headers);
+    const span = tracer().startSpan('publish', { kind: SpanKind.PRODUCER, attributes: { 'messaging.destination.name': channel } }, parent);
+    try {
+      const message = await this.options.store.append(channel, data, injectContext(trace.setSpan(parent, span)));
+      span.setAttribute('streamheal.position', message.position);
+      this.metrics.published.inc();
+      this.metrics.publishDuration.observe((performance.now() - started) / 1000);
+      sendJson(res, 200, { channel, position: message.position }, cors);
+    } catch (error) {
+      this.metrics.pushErrors.inc({ reason: 'store_unavailable' });
+      this.logger.warn({ err: error, channel }, 'publish not stored');
+      throw new HttpError(503, ErrorCodes.storeUnavailable, 'state store unavailable; the message was not stored', { 'retry-after': '1' });
+    } finally {
+      span.end();
+    }
+  }
+
+  private async sse(req: IncomingMessage, res: ServerResponse, url: URL, cors: Record<string, string>): Promise<void> {
+    if (this.closing) throw new HttpError(503, 'shutting_down', 'gateway is shutting down', { 'retry-after': '0' });
+    const lastEventId = req.headers['last-event-id'];
+    const channels = parseSseRequest(url, Array.isArray(lastEventId) ? lastEventId[0] : lastEventId, this.limits.maxChannels);
+    const stream = new SseStream(req, res, this, this.options.sseRetryMs ?? 1_000);
+    this.streams.add(stream);
+    this.metrics.connections.inc({ transport: 'sse' });
+    await stream.start(channels, cors);
+  }
+
+  private upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const refuse = (status: number, reason: string) => {
+      socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    };
+    if (new URL(req.url ?? '/', 'http://gateway').pathname !== '/v1/ws') return refuse(404, 'Not Found');
+    if (this.closing) return refuse(503, 'Service Unavailable');
+    // Browsers always send Origin; refusing unknown ones stops cross-site WebSocket hijacking.
+    if (!originAllowed(req.headers.origin, this.options.corsOrigins ?? [])) return refuse(403, 'Forbidden');
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const session = new WsSession(ws, this);
+      this.sessions.add(session);
+      this.metrics.connections.inc({ transport: 'ws' });
+      session.start().catch((error: unknown) => {
+        this.logger.error({ err: error }, 'session start failed');
+        session.close(CloseCodes.internal);
+      });
+    });
+  }
+}
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const gateway = new Gateway(options);
+  await gateway.listen();
+  return gateway;
+}

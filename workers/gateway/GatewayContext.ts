@@ -1,0 +1,20 @@
+import type { Limits } from '../../shared/protocol/frames.js';
+import type { Logger } from '../../shared/telemetry/logger.js';
+import type { ChannelHub } from './ChannelHub.js';
+import type { GatewayMetrics } from './metrics.js';
+import type { SseStream } from './SseStream.js';
+import type { WsSession } from './WsSession.js';
+
+/** What a client session needs from its gateway. */
+export interface GatewayContext {
+  readonly nodeId: string;
+  readonly limits: Limits;
+  readonly maxBufferedBytes: number;
+  readonly hub: ChannelHub;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  resumeToken(session: string): Promise<string>;
+  /** Returns the token's claims (`sub` is the session id); throws TokenError. */
+  verifyResumeToken(token: string): Promise<Record<string, unknown>>;
+  clientClosed(client: WsSession | SseStream): void;
+}

@@ -1,0 +1,239 @@
+/**
+ * One WebSocket client: parses its frames, holds its subscriptions, writes messages and
+ * closes it (with a close code that carries reconnect advice) when it misbehaves or cannot
+ * keep up. Nothing a client sends can affect another client.
+ */
+import { randomUUID } from 'node:crypto';
+import type { WebSocket } from 'ws';
+import { CloseCodes, type CloseCode } from '../../shared/protocol/closeCodes.js';
+import {
+  ErrorCodes,
+  PROTOCOL_VERSION,
+  parseClientFrame,
+  type ClientFrame,
+  type ErrorBody,
+  type RequestId,
+  type ServerFrame,
+} from '../../shared/protocol/frames.js';
+import { TokenBucket } from '../../shared/tokenBucket.js';
+import { errorCode } from '../../shared/errors.js';
+import { PositionFromFutureError, Subscription, type OutgoingMessage, type SubscriptionSink } from './ChannelHub.js';
+import type { GatewayContext } from './GatewayContext.js';
+
+/** Refused requests in a row after which a client is closed as rate limited. */
+const MAX_CONSECUTIVE_REFUSALS = 100;
+
+export class WsSession implements SubscriptionSink {
+  private session: string = randomUUID();
+  private readonly subscriptions = new Map<string, Subscription>();
+  /** Request ids of subscribe requests in flight, so the `subscribed` answer can echo them. */
+  private readonly requestIds = new Map<Subscription, RequestId>();
+  private readonly bucket: TokenBucket;
+  private refusals = 0;
+  private closed = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly gateway: GatewayContext,
+  ) {
+    const { requestsPerSecond } = gateway.limits;
+    this.bucket = new TokenBucket(requestsPerSecond, requestsPerSecond * 2);
+    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+    ws.on('close', () => this.onClose());
+    ws.on('error', (error) => gateway.logger.debug({ err: error, session: this.session }, 'websocket error'));
+  }
+
+  async start(): Promise<void> {
+    this.send({
+      type: 'welcome',
+      version: PROTOCOL_VERSION,
+      session: this.session,
+      node: this.gateway.nodeId,
+      resumeToken: await this.gateway.resumeToken(this.session),
+      limits: this.gateway.limits,
+    });
+  }
+
+  get subscriptionCount(): number {
+    return this.subscriptions.size;
+  }
+
+  close(code: CloseCode): void {
+    if (this.closed) return;
+    this.ws.close(code.code, code.reason);
+  }
+
+  // SubscriptionSink
+
+  subscribed(subscription: Subscription, position: number): void {
+    this.send({ type: 'subscribed', channel: subscription.channel, position, ...this.pendingId(subscription) });
+  }
+
+  message(_subscription: Subscription, message: OutgoingMessage): void {
+    if (this.closed) return;
+    this.ws.send(message.wsFrame, { binary: false });
+    if (this.ws.bufferedAmount > this.gateway.maxBufferedBytes) {
+      this.gateway.metrics.pushErrors.inc({ reason: 'slow_consumer' });
+      this.close(CloseCodes.slowConsumer);
+      this.ws.terminate();
+    }
+  }
+
+  lost(subscription: Subscription, oldest: number, latest: number): void {
+    this.error(undefined, {
+      code: ErrorCodes.historyLost,
+      message: `history of ${subscription.channel} no longer reaches position ${subscription.cursor + 1}; continuing from ${oldest}`,
+      channel: subscription.channel,
+      oldest,
+      latest,
+    });
+  }
+
+  failed(subscription: Subscription, error: unknown): void {
+    if (this.subscriptions.get(subscription.channel) === subscription) this.subscriptions.delete(subscription.channel);
+    this.error(undefined, this.errorBody(subscription.channel, error));
+  }
+
+  // Frames from the client
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (isBinary) {
+      return this.refuse(undefined, { code: ErrorCodes.badFrame, message: 'binary frames are not accepted' });
+    }
+    const parsed = parseClientFrame(data.toString('utf8'));
+    if (!parsed.ok) return this.refuse(parsed.id, parsed.error);
+    if (!this.bucket.take()) {
+      return this.refuse(parsed.frame.id, { code: ErrorCodes.rateLimited, message: 'too many requests' });
+    }
+    void this.handle(parsed.frame);
+  }
+
+  private async handle(frame: ClientFrame): Promise<void> {
+    switch (frame.type) {
+      case 'subscribe':
+        await this.subscribe(frame.id, frame.channel, frame.after);
+        return;
+      case 'unsubscribe':
+        return this.unsubscribe(frame.id, frame.channel);
+      case 'resume':
+        return this.resume(frame.id, frame.token, frame.channels);
+    }
+  }
+
+  private async subscribe(id: RequestId, channel: string, after: number | undefined): Promise<boolean> {
+    if (this.subscriptions.has(channel)) {
+      // Re-subscribing replaces the old subscription, so a client can rewind a channel.
+      this.gateway.hub.unsubscribe(this.subscriptions.get(channel)!);
+      this.subscriptions.delete(channel);
+    }
+    if (this.subscriptions.size >= this.gateway.limits.maxChannels) {
+      this.refuse(id, {
+        code: ErrorCodes.tooManyChannels,
+        message: `at most ${this.gateway.limits.maxChannels} channels per connection`,
+        channel,
+      });
+      return false;
+    }
+    const subscription = new Subscription(channel, this);
+    this.requestIds.set(subscription, id);
+    this.subscriptions.set(channel, subscription);
+    try {
+      await this.gateway.hub.subscribe(subscription, after);
+      this.refusals = 0;
+      return true;
+    } catch (error) {
+      if (this.subscriptions.get(channel) === subscription) this.subscriptions.delete(channel);
+      this.error(id, this.errorBody(channel, error));
+      return false;
+    } finally {
+      this.requestIds.delete(subscription);
+    }
+  }
+
+  private unsubscribe(id: RequestId, channel: string): void {
+    const subscription = this.subscriptions.get(channel);
+    if (!subscription) {
+      return this.refuse(id, { code: ErrorCodes.notSubscribed, message: `not subscribed to ${channel}`, channel });
+    }
+    this.subscriptions.delete(channel);
+    this.gateway.hub.unsubscribe(subscription);
+    this.send({ type: 'unsubscribed', channel, ...(id === undefined ? {} : { id }) });
+  }
+
+  private async resume(id: RequestId, token: string, channels: Record<string, number>): Promise<void> {
+    const names = Object.keys(channels);
+    if (names.length > this.gateway.limits.maxChannels) {
+      return this.refuse(id, {
+        code: ErrorCodes.tooManyChannels,
+        message: `at most ${this.gateway.limits.maxChannels} channels per connection`,
+      });
+    }
+    try {
+      const claims = await this.gateway.verifyResumeToken(token);
+      this.session = String(claims.sub);
+      this.gateway.metrics.resumes.inc({ result: 'ok' });
+    } catch (error) {
+      // The positions, not the token, guarantee continuity: resume them under a new session.
+      this.gateway.metrics.resumes.inc({ result: errorCode(error) ?? 'invalid_token' });
+      this.error(id, {
+        code: errorCode(error) === ErrorCodes.tokenExpired ? ErrorCodes.tokenExpired : ErrorCodes.invalidToken,
+        message: `${error instanceof Error ? error.message : String(error)}; started session ${this.session}`,
+      });
+    }
+    const results = await Promise.all(names.map((channel) => this.subscribe(id, channel, channels[channel])));
+    const resumed: Record<string, number> = {};
+    names.forEach((channel, i) => {
+      const subscription = this.subscriptions.get(channel);
+      if (results[i] && subscription) resumed[channel] = channels[channel]!;
+    });
+    this.send({
+      type: 'resumed',
+      session: this.session,
+      resumeToken: await this.gateway.resumeToken(this.session),
+      channels: resumed,
+      ...(id === undefined ? {} : { id }),
+    });
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    for (const subscription of this.subscriptions.values()) this.gateway.hub.unsubscribe(subscription);
+    this.subscriptions.clear();
+    this.gateway.clientClosed(this);
+  }
+
+  // Output helpers
+
+  private pendingId(subscription: Subscription): { id?: RequestId } {
+    const id = this.requestIds.get(subscription);
+    return id === undefined ? {} : { id };
+  }
+
+  private send(frame: ServerFrame): void {
+    if (!this.closed) this.ws.send(JSON.stringify(frame));
+  }
+
+  private error(id: RequestId, body: ErrorBody): void {
+    this.send({ type: 'error', ...(id === undefined ? {} : { id }), ...body });
+  }
+
+  /** Answers a refused request; a client that only sends refused requests is disconnected. */
+  private refuse(id: RequestId, body: ErrorBody): void {
+    this.gateway.metrics.pushErrors.inc({ reason: body.code });
+    this.error(id, body);
+    if (++this.refusals >= MAX_CONSECUTIVE_REFUSALS) {
+      this.close(body.code === ErrorCodes.rateLimited ? CloseCodes.rateLimited : CloseCodes.badRequest);
+    }
+  }
+
+  private errorBody(channel: string, error: unknown): ErrorBody {
+    if (error instanceof PositionFromFutureError) {
+      return { code: ErrorCodes.positionFromFuture, message: error.message, channel, latest: error.latest };
+    }
+    if (errorCode(error) === 'store_unavailable') {
+      return { code: ErrorCodes.storeUnavailable, message: 'state store unavailable; retry', channel };
+    }
+    this.gateway.logger.error({ err: error, channel }, 'subscribe failed');
+    return { code: ErrorCodes.storeUnavailable, message: 'subscribe failed; retry', channel };
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * Gateway configuration from environment variables (the process contract used by the local
+ * supervisor, the container image and the tests). Every value has a default for one machine.
+ */
+import { z } from 'zod';
+
+const list = z
+  .string()
+  .transform((s) => s.split(',').map((v) => v.trim()).filter(Boolean));
+const int = (def: number) => z.coerce.number().int().positive().default(def);
+
+export const GatewayEnv = z.object({
+  STREAMHEAL_NODE_ID: z.string().min(1).default('gateway-1'),
+  STREAMHEAL_HOST: z.string().default('127.0.0.1'),
+  STREAMHEAL_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
+  /** `memory`: a single node with its own store; `link`: the embedded store of the control process. */
+  STREAMHEAL_STORE: z.enum(['memory', 'link']).default('memory'),
+  STREAMHEAL_CONTROL_URL: z.string().url().default('ws://127.0.0.1:7070/v1/link'),
+  /** Authenticates the control link and signs resume tokens; shared by the cluster. */
+  STREAMHEAL_CLUSTER_SECRET: z.string().min(16).optional(),
+  /** Bearer key required by POST /v1/publish. */
+  STREAMHEAL_PUBLISH_KEY: z.string().min(8).optional(),
+  /** Origins allowed to use the HTTP API from browsers (`*` for any). */
+  STREAMHEAL_CORS_ORIGINS: list.default([]),
+  STREAMHEAL_MAX_FRAME_BYTES: int(64 * 1024),
+  STREAMHEAL_MAX_CHANNELS: int(100),
+  STREAMHEAL_REQUESTS_PER_SECOND: int(50),
+  /** Bytes queued for one client before it is closed as a slow consumer. */
+  STREAMHEAL_MAX_BUFFERED_BYTES: int(4 * 1024 * 1024),
+  /** SSE `retry:` field, the browser's reconnect delay. */
+  STREAMHEAL_SSE_RETRY_MS: int(1000),
+  STREAMHEAL_HISTORY_MAX_COUNT: int(10_000),
+  STREAMHEAL_HISTORY_MAX_AGE_MS: int(10 * 60_000),
+  STREAMHEAL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+});
+export type GatewayEnv = z.infer<typeof GatewayEnv>;
