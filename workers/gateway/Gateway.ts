@@ -79,6 +79,7 @@ export class Gateway implements GatewayContext {
   private lease?: string;
   private lastRegisteredAt = 0;
   private closing = false;
+  private requestsInFlight = 0;
 
   constructor(private readonly options: GatewayOptions) {
     this.nodeId = options.nodeId;
@@ -102,13 +103,8 @@ export class Gateway implements GatewayContext {
     this.server.on('upgrade', (req, socket, head) => this.upgrade(req, socket as Socket, head));
   }
 
-  get port(): number {
-    return (this.server.address() as AddressInfo).port;
-  }
-
-  get url(): string {
-    return `http://${this.options.host ?? '127.0.0.1'}:${this.port}`;
-  }
+  /** Base URL, known once listening. */
+  url = '';
 
   get ready(): boolean {
     return !this.closing && Date.now() - this.lastRegisteredAt < 3 * this.heartbeatMs;
@@ -123,6 +119,8 @@ export class Gateway implements GatewayContext {
       this.server.once('error', reject);
       this.server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => {
         this.server.off('error', reject);
+        const { address, port } = this.server.address() as AddressInfo;
+        this.url = `http://${address}:${port}`;
         resolve();
       });
     });
@@ -142,10 +140,12 @@ export class Gateway implements GatewayContext {
     for (const stream of this.streams) stream.close();
     this.hub.close();
     this.wss.close();
-    this.server.closeIdleConnections();
-    const timer = setTimeout(() => this.server.closeAllConnections(), 2_000).unref();
+    // Requests in flight (publishes) get up to two seconds to finish; then every socket goes.
+    for (let waited = 0; this.requestsInFlight > 0 && waited < 2_000; waited += 20) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    this.server.closeAllConnections();
     await stopped;
-    clearTimeout(timer);
     await this.emit('Gateway Stopped', { url: this.url });
     if (this.lease) await this.options.store.revokeLease(this.lease).catch(() => undefined);
   }
@@ -215,6 +215,7 @@ export class Gateway implements GatewayContext {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://gateway');
     const cors = corsHeaders(req, this.options.corsOrigins ?? []);
+    this.requestsInFlight++;
     try {
       if (req.method === 'OPTIONS') {
         res.writeHead(204, cors).end();
@@ -248,6 +249,8 @@ export class Gateway implements GatewayContext {
       if (!(error instanceof HttpError)) this.logger.error({ err: error }, 'request failed');
       if (res.headersSent) res.destroy();
       else sendError(res, new HttpError(httpError.status, httpError.code, httpError.message, { ...cors, ...httpError.headers }));
+    } finally {
+      this.requestsInFlight--;
     }
   }
 

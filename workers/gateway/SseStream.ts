@@ -53,7 +53,7 @@ export class SseStream implements SubscriptionSink {
 
   /** Subscribes every channel, then starts the event stream; throws HttpError if any fails. */
   async start(channels: Map<string, number | undefined>, headers: Record<string, string>): Promise<void> {
-    this.req.on('close', () => this.close());
+    this.res.on('close', () => this.close());
     try {
       await Promise.all(
         [...channels].map(([channel, after]) => {
@@ -67,11 +67,12 @@ export class SseStream implements SubscriptionSink {
       throw toHttpError(error);
     }
     if (this.closed) return;
+    // The connection is this stream's alone: when the stream ends, so does the socket.
+    this.res.shouldKeepAlive = false;
     this.res.writeHead(200, {
       ...headers,
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
-      connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
     this.res.write(`retry: ${this.retryMs}\n\n${this.pending!.join('')}`);
