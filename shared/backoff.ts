@@ -12,23 +12,40 @@ export interface BackoffOptions {
   floorMs: number;
 }
 
-export const SEED_BACKOFF: BackoffOptions = { baseMs: 500, capMs: 60_000, jitter: 0.3, floorMs: 100 };
+export const SEED_BACKOFF: BackoffOptions = {
+  baseMs: 500,
+  capMs: 60_000,
+  jitter: 0.3,
+  floorMs: 100,
+};
 
 export type Random = () => number;
 
-export function seedBackoff(attempt: number, options = SEED_BACKOFF, random: Random = Math.random): number {
+export function seedBackoff(
+  attempt: number,
+  options = SEED_BACKOFF,
+  random: Random = Math.random,
+): number {
   const exponential = Math.min(options.baseMs * 2 ** Math.max(0, attempt), options.capMs);
   return Math.max(exponential * (1 + random() * options.jitter), options.floorMs);
 }
 
 /** Full jitter: U[0, min(cap, base * 2^attempt)), never below the floor. */
-export function fullJitterBackoff(attempt: number, options = SEED_BACKOFF, random: Random = Math.random): number {
+export function fullJitterBackoff(
+  attempt: number,
+  options = SEED_BACKOFF,
+  random: Random = Math.random,
+): number {
   const exponential = Math.min(options.baseMs * 2 ** Math.max(0, attempt), options.capMs);
   return Math.max(random() * exponential, options.floorMs);
 }
 
 /** Decorrelated jitter: min(cap, U[base, previous * 3)); pass the previous delay (base at first). */
-export function decorrelatedJitterBackoff(previousMs: number, options = SEED_BACKOFF, random: Random = Math.random): number {
+export function decorrelatedJitterBackoff(
+  previousMs: number,
+  options = SEED_BACKOFF,
+  random: Random = Math.random,
+): number {
   const upper = Math.max(options.baseMs, previousMs * 3);
   const delay = options.baseMs + random() * (upper - options.baseMs);
   return Math.max(Math.min(delay, options.capMs), options.floorMs);

@@ -33,7 +33,9 @@ export class LeaseExpiredError extends StreamhealError {
 }
 
 export function errorCode(error: unknown): string | undefined {
-  return typeof error === 'object' && error !== null && typeof (error as { code?: unknown }).code === 'string'
+  return typeof error === 'object' &&
+    error !== null &&
+    typeof (error as { code?: unknown }).code === 'string'
     ? (error as { code: string }).code
     : undefined;
 }

@@ -26,7 +26,8 @@ export function keyRingFromSecret(spec: string): KeyRing {
   const encoder = new TextEncoder();
   const keys = new Map<string, Uint8Array>();
   for (const [kid, secret] of entries) {
-    if (!kid || secret.length < 16) throw new Error(`key "${kid}" needs an id and at least 16 characters`);
+    if (!kid || secret.length < 16)
+      throw new Error(`key "${kid}" needs an id and at least 16 characters`);
     keys.set(kid, encoder.encode(secret));
   }
   return { current: entries[0]![0], keys };
@@ -65,11 +66,13 @@ export async function verifyToken(
       },
       { algorithms: ['HS256'], currentDate: new Date(now) },
     );
-    if (payload.pur !== purpose) throw new TokenError('invalid_token', `token is not a ${purpose} token`);
+    if (payload.pur !== purpose)
+      throw new TokenError('invalid_token', `token is not a ${purpose} token`);
     return payload;
   } catch (error) {
     if (error instanceof TokenError) throw error;
-    if (error instanceof errors.JWTExpired) throw new TokenError('token_expired', 'token expired', { cause: error });
+    if (error instanceof errors.JWTExpired)
+      throw new TokenError('token_expired', 'token expired', { cause: error });
     throw new TokenError('invalid_token', 'token is forged or garbled', { cause: error });
   }
 }

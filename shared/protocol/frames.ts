@@ -34,7 +34,11 @@ export const ResumeFrame = z.object({
   channels: z.record(channel, position),
 });
 
-export const ClientFrame = z.discriminatedUnion('type', [SubscribeFrame, UnsubscribeFrame, ResumeFrame]);
+export const ClientFrame = z.discriminatedUnion('type', [
+  SubscribeFrame,
+  UnsubscribeFrame,
+  ResumeFrame,
+]);
 export type ClientFrame = z.infer<typeof ClientFrame>;
 export type RequestId = string | number | undefined;
 
@@ -93,7 +97,8 @@ export interface ErrorBody {
   latest?: number;
 }
 
-export type ParseResult = { ok: true; frame: ClientFrame } | { ok: false; id?: RequestId; error: ErrorBody };
+export type ParseResult =
+  { ok: true; frame: ClientFrame } | { ok: false; id?: RequestId; error: ErrorBody };
 
 /** Parses one client text frame; never throws. */
 export function parseClientFrame(text: string): ParseResult {

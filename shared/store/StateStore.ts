@@ -68,8 +68,7 @@ export interface PutOptions {
 }
 
 export type RecordWatchEvent =
-  | { type: 'put'; record: StoredRecord }
-  | { type: 'delete'; key: string };
+  { type: 'put'; record: StoredRecord } | { type: 'delete'; key: string };
 
 export interface Watch {
   close(): void;

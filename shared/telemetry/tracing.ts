@@ -16,8 +16,11 @@ let sdk: NodeSDK | undefined;
 
 export function exportConfigured(env: NodeJS.ProcessEnv = process.env): boolean {
   const exporter = env.OTEL_TRACES_EXPORTER;
-  return (exporter !== undefined && exporter !== 'none') || env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined ||
-    env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined;
+  return (
+    (exporter !== undefined && exporter !== 'none') ||
+    env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined ||
+    env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined
+  );
 }
 
 export function initTracing(serviceName: string, spanProcessors?: SpanProcessor[]): void {
@@ -27,7 +30,11 @@ export function initTracing(serviceName: string, spanProcessors?: SpanProcessor[
     serviceName,
     sampler: recording ? new AlwaysOnSampler() : new AlwaysOffSampler(),
     // Without a processor NodeSDK registers no provider and ids would not propagate.
-    ...(spanProcessors ? { spanProcessors } : recording ? {} : { spanProcessors: [new NoopSpanProcessor()] }),
+    ...(spanProcessors
+      ? { spanProcessors }
+      : recording
+        ? {}
+        : { spanProcessors: [new NoopSpanProcessor()] }),
     // Metrics go through prom-client and logs through pino; keep the SDK from exporting them.
     metricReaders: [],
     logRecordProcessors: [],

@@ -8,7 +8,12 @@
  * same tick, so nothing slips between them.
  */
 import { SpanKind } from '@opentelemetry/api';
-import type { ChannelMessage, ChannelWatch, ChannelWatchEvent, StateStore } from '../../shared/store/StateStore.js';
+import type {
+  ChannelMessage,
+  ChannelWatch,
+  ChannelWatchEvent,
+  StateStore,
+} from '../../shared/store/StateStore.js';
 import { StreamhealError } from '../../shared/errors.js';
 import { extractContext, tracer } from '../../shared/telemetry/tracing.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
@@ -180,7 +185,13 @@ export class ChannelHub {
     if (feed.subscribers.size === 0) return;
     const span = tracer().startSpan(
       'deliver',
-      { kind: SpanKind.CONSUMER, attributes: { 'messaging.destination.name': feed.channel, 'streamheal.position': message.position } },
+      {
+        kind: SpanKind.CONSUMER,
+        attributes: {
+          'messaging.destination.name': feed.channel,
+          'streamheal.position': message.position,
+        },
+      },
       extractContext(message.trace),
     );
     const outgoing = new OutgoingMessage(message);
@@ -206,7 +217,11 @@ export class ChannelHub {
     subscription.catchingUp = true;
     try {
       while (!subscription.closed && subscription.cursor < feed.position) {
-        const page = await this.options.store.read(feed.channel, subscription.cursor, this.pageSize);
+        const page = await this.options.store.read(
+          feed.channel,
+          subscription.cursor,
+          this.pageSize,
+        );
         if (subscription.closed) return;
         if (page.oldest > subscription.cursor + 1) {
           subscription.sink.lost(subscription, page.oldest, page.latest);
@@ -220,8 +235,14 @@ export class ChannelHub {
           delivered++;
         }
         this.options.onDelivered?.(delivered);
-        if (delivered === 0 && subscription.cursor < feed.position && page.oldest <= subscription.cursor + 1) {
-          throw new Error(`history of ${feed.channel} has no message after ${subscription.cursor} below ${feed.position}`);
+        if (
+          delivered === 0 &&
+          subscription.cursor < feed.position &&
+          page.oldest <= subscription.cursor + 1
+        ) {
+          throw new Error(
+            `history of ${feed.channel} has no message after ${subscription.cursor} below ${feed.position}`,
+          );
         }
       }
     } catch (error) {

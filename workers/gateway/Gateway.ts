@@ -18,7 +18,15 @@ import { injectContext, tracer } from '../../shared/telemetry/tracing.js';
 import { signToken, verifyToken, type KeyRing } from '../../shared/tokens.js';
 import { ChannelHub } from './ChannelHub.js';
 import type { GatewayContext } from './GatewayContext.js';
-import { HttpError, bearerMatches, corsHeaders, originAllowed, readBody, sendError, sendJson } from './http.js';
+import {
+  HttpError,
+  bearerMatches,
+  corsHeaders,
+  originAllowed,
+  readBody,
+  sendError,
+  sendJson,
+} from './http.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { SseStream, parseSseRequest } from './SseStream.js';
 import { WsSession } from './WsSession.js';
@@ -50,7 +58,11 @@ export interface GatewayOptions {
   logger: Logger;
 }
 
-export const DEFAULT_LIMITS: Limits = { maxFrameBytes: 64 * 1024, maxChannels: 100, requestsPerSecond: 50 };
+export const DEFAULT_LIMITS: Limits = {
+  maxFrameBytes: 64 * 1024,
+  maxChannels: 100,
+  requestsPerSecond: 50,
+};
 const RESUME = 'resume';
 
 export interface NodeRecord {
@@ -153,7 +165,12 @@ export class Gateway implements GatewayContext {
   // GatewayContext
 
   resumeToken(session: string): Promise<string> {
-    return signToken(this.options.keyRing, RESUME, { sub: session, node: this.nodeId }, this.options.resumeTokenLifetimeMs ?? 3_600_000);
+    return signToken(
+      this.options.keyRing,
+      RESUME,
+      { sub: session, node: this.nodeId },
+      this.options.resumeTokenLifetimeMs ?? 3_600_000,
+    );
   }
 
   verifyResumeToken(token: string): Promise<Record<string, unknown>> {
@@ -200,13 +217,18 @@ export class Gateway implements GatewayContext {
       this.metrics.channels.set(this.hub.channelCount);
       this.lastRegisteredAt = Date.now();
     } catch (error) {
-      this.logger.warn({ err: error }, 'node registration failed; not ready until the store answers');
+      this.logger.warn(
+        { err: error },
+        'node registration failed; not ready until the store answers',
+      );
     }
   }
 
   private async emit(detailType: string, detail: Record<string, unknown>): Promise<void> {
     await this.options.bus
-      .put([makeEvent(Sources.gateway, detailType, { node: this.nodeId, ...detail }, [this.nodeId])])
+      .put([
+        makeEvent(Sources.gateway, detailType, { node: this.nodeId, ...detail }, [this.nodeId]),
+      ])
       .catch((error: unknown) => this.logger.warn({ err: error, detailType }, 'event not sent'));
   }
 
@@ -233,7 +255,11 @@ export class Gateway implements GatewayContext {
           return sendJson(res, this.ready ? 200 : 503, {
             ready: this.ready,
             node: this.nodeId,
-            checks: { store: Date.now() - this.lastRegisteredAt < 3 * this.heartbeatMs ? 'ok' : 'unavailable', closing: this.closing },
+            checks: {
+              store:
+                Date.now() - this.lastRegisteredAt < 3 * this.heartbeatMs ? 'ok' : 'unavailable',
+              closing: this.closing,
+            },
           });
         case 'GET /metrics': {
           const text = await this.metrics.registry.metrics();
@@ -248,18 +274,34 @@ export class Gateway implements GatewayContext {
         error instanceof HttpError ? error : new HttpError(500, 'internal', 'internal error');
       if (!(error instanceof HttpError)) this.logger.error({ err: error }, 'request failed');
       if (res.headersSent) res.destroy();
-      else sendError(res, new HttpError(httpError.status, httpError.code, httpError.message, { ...cors, ...httpError.headers }));
+      else
+        sendError(
+          res,
+          new HttpError(httpError.status, httpError.code, httpError.message, {
+            ...cors,
+            ...httpError.headers,
+          }),
+        );
     } finally {
       this.requestsInFlight--;
     }
   }
 
-  private async publish(req: IncomingMessage, res: ServerResponse, cors: Record<string, string>): Promise<void> {
+  private async publish(
+    req: IncomingMessage,
+    res: ServerResponse,
+    cors: Record<string, string>,
+  ): Promise<void> {
     const started = performance.now();
     if (!bearerMatches(req, this.options.publishKey)) {
-      throw new HttpError(401, 'unauthorized', 'a valid publish key is required (Authorization: Bearer <key>)', {
-        'www-authenticate': 'Bearer',
-      });
+      throw new HttpError(
+        401,
+        'unauthorized',
+        'a valid publish key is required (Authorization: Bearer <key>)',
+        {
+          'www-authenticate': 'Bearer',
+        },
+      );
     }
     let body: unknown;
     try {
@@ -269,12 +311,25 @@ export class Gateway implements GatewayContext {
       throw new HttpError(400, ErrorCodes.badFrame, 'body is not valid JSON');
     }
     const { channel, data } = (body ?? {}) as { channel?: unknown; data?: unknown };
-    if (!isValidChannel(channel)) throw new HttpError(400, ErrorCodes.invalidChannel, `invalid channel name ${JSON.stringify(channel)}`);
+    if (!isValidChannel(channel))
+      throw new HttpError(
+        400,
+        ErrorCodes.invalidChannel,
+        `invalid channel name ${JSON.stringify(channel)}`,
+      );
     if (data === undefined) throw new HttpError(400, ErrorCodes.badFrame, 'data is required');
     const parent = propagation.extract(context.active(), req.headers);
-    const span = tracer().startSpan('publish', { kind: SpanKind.PRODUCER, attributes: { 'messaging.destination.name': channel } }, parent);
+    const span = tracer().startSpan(
+      'publish',
+      { kind: SpanKind.PRODUCER, attributes: { 'messaging.destination.name': channel } },
+      parent,
+    );
     try {
-      const message = await this.options.store.append(channel, data, injectContext(trace.setSpan(parent, span)));
+      const message = await this.options.store.append(
+        channel,
+        data,
+        injectContext(trace.setSpan(parent, span)),
+      );
       span.setAttribute('streamheal.position', message.position);
       this.metrics.published.inc();
       this.metrics.publishDuration.observe((performance.now() - started) / 1000);
@@ -282,16 +337,31 @@ export class Gateway implements GatewayContext {
     } catch (error) {
       this.metrics.pushErrors.inc({ reason: 'store_unavailable' });
       this.logger.warn({ err: error, channel }, 'publish not stored');
-      throw new HttpError(503, ErrorCodes.storeUnavailable, 'state store unavailable; the message was not stored', { 'retry-after': '1' });
+      throw new HttpError(
+        503,
+        ErrorCodes.storeUnavailable,
+        'state store unavailable; the message was not stored',
+        { 'retry-after': '1' },
+      );
     } finally {
       span.end();
     }
   }
 
-  private async sse(req: IncomingMessage, res: ServerResponse, url: URL, cors: Record<string, string>): Promise<void> {
-    if (this.closing) throw new HttpError(503, 'shutting_down', 'gateway is shutting down', { 'retry-after': '0' });
+  private async sse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    cors: Record<string, string>,
+  ): Promise<void> {
+    if (this.closing)
+      throw new HttpError(503, 'shutting_down', 'gateway is shutting down', { 'retry-after': '0' });
     const lastEventId = req.headers['last-event-id'];
-    const channels = parseSseRequest(url, Array.isArray(lastEventId) ? lastEventId[0] : lastEventId, this.limits.maxChannels);
+    const channels = parseSseRequest(
+      url,
+      Array.isArray(lastEventId) ? lastEventId[0] : lastEventId,
+      this.limits.maxChannels,
+    );
     const stream = new SseStream(req, res, this, this.options.sseRetryMs ?? 1_000);
     this.streams.add(stream);
     this.metrics.connections.inc({ transport: 'sse' });
@@ -302,10 +372,12 @@ export class Gateway implements GatewayContext {
     const refuse = (status: number, reason: string) => {
       socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     };
-    if (new URL(req.url ?? '/', 'http://gateway').pathname !== '/v1/ws') return refuse(404, 'Not Found');
+    if (new URL(req.url ?? '/', 'http://gateway').pathname !== '/v1/ws')
+      return refuse(404, 'Not Found');
     if (this.closing) return refuse(503, 'Service Unavailable');
     // Browsers always send Origin; refusing unknown ones stops cross-site WebSocket hijacking.
-    if (!originAllowed(req.headers.origin, this.options.corsOrigins ?? [])) return refuse(403, 'Forbidden');
+    if (!originAllowed(req.headers.origin, this.options.corsOrigins ?? []))
+      return refuse(403, 'Forbidden');
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const session = new WsSession(ws, this);
       this.sessions.add(session);

@@ -6,25 +6,46 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isValidChannel } from '../../shared/protocol/channels.js';
 import { ErrorCodes } from '../../shared/protocol/frames.js';
 import { errorCode } from '../../shared/errors.js';
-import { PositionFromFutureError, Subscription, type OutgoingMessage, type SubscriptionSink } from './ChannelHub.js';
+import {
+  PositionFromFutureError,
+  Subscription,
+  type OutgoingMessage,
+  type SubscriptionSink,
+} from './ChannelHub.js';
 import type { GatewayContext } from './GatewayContext.js';
 import { HttpError } from './http.js';
 
 const KEEPALIVE_MS = 15_000;
 
 /** Channels and resume positions from the query string and Last-Event-ID; throws HttpError 400. */
-export function parseSseRequest(url: URL, lastEventId: string | undefined, maxChannels: number): Map<string, number | undefined> {
+export function parseSseRequest(
+  url: URL,
+  lastEventId: string | undefined,
+  maxChannels: number,
+): Map<string, number | undefined> {
   const names = url.searchParams.getAll('channel');
-  if (names.length === 0) throw new HttpError(400, ErrorCodes.invalidChannel, 'at least one channel= parameter is required');
-  if (names.length > maxChannels) throw new HttpError(400, ErrorCodes.tooManyChannels, `at most ${maxChannels} channels`);
+  if (names.length === 0)
+    throw new HttpError(
+      400,
+      ErrorCodes.invalidChannel,
+      'at least one channel= parameter is required',
+    );
+  if (names.length > maxChannels)
+    throw new HttpError(400, ErrorCodes.tooManyChannels, `at most ${maxChannels} channels`);
   const channels = new Map<string, number | undefined>();
   for (const name of names) {
-    if (!isValidChannel(name)) throw new HttpError(400, ErrorCodes.invalidChannel, `invalid channel name ${JSON.stringify(name)}`);
+    if (!isValidChannel(name))
+      throw new HttpError(
+        400,
+        ErrorCodes.invalidChannel,
+        `invalid channel name ${JSON.stringify(name)}`,
+      );
     channels.set(name, undefined);
   }
   const id = lastEventId ?? url.searchParams.get('lastEventId') ?? undefined;
   if (id === undefined || id === '') return channels;
-  const invalid = () => new HttpError(400, ErrorCodes.badFrame, `invalid Last-Event-ID ${JSON.stringify(id)}`);
+  const invalid = () =>
+    new HttpError(400, ErrorCodes.badFrame, `invalid Last-Event-ID ${JSON.stringify(id)}`);
   if (/^\d+$/.test(id)) {
     if (channels.size !== 1) throw invalid();
     channels.set(names[0]!, Number(id));
@@ -52,7 +73,10 @@ export class SseStream implements SubscriptionSink {
   ) {}
 
   /** Subscribes every channel, then starts the event stream; throws HttpError if any fails. */
-  async start(channels: Map<string, number | undefined>, headers: Record<string, string>): Promise<void> {
+  async start(
+    channels: Map<string, number | undefined>,
+    headers: Record<string, string>,
+  ): Promise<void> {
     this.res.on('close', () => this.close());
     try {
       await Promise.all(
@@ -102,14 +126,18 @@ export class SseStream implements SubscriptionSink {
   }
 
   failed(subscription: Subscription, error: unknown): void {
-    this.write(`event: error\ndata: ${JSON.stringify({ code: errorCode(error) ?? 'internal', channel: subscription.channel })}\n\n`);
+    this.write(
+      `event: error\ndata: ${JSON.stringify({ code: errorCode(error) ?? 'internal', channel: subscription.channel })}\n\n`,
+    );
     // The browser reconnects with its Last-Event-ID and resumes once the store is back.
     this.close();
   }
 
   private eventId(): string {
     if (this.subscriptions.length === 1) return String(this.subscriptions[0]!.cursor);
-    return new URLSearchParams(this.subscriptions.map((s) => [s.channel, String(s.cursor)])).toString();
+    return new URLSearchParams(
+      this.subscriptions.map((s) => [s.channel, String(s.cursor)]),
+    ).toString();
   }
 
   private write(text: string): void {
@@ -131,5 +159,7 @@ function toHttpError(error: unknown): HttpError {
   if (error instanceof PositionFromFutureError) {
     return new HttpError(400, ErrorCodes.positionFromFuture, error.message);
   }
-  return new HttpError(503, ErrorCodes.storeUnavailable, 'state store unavailable; retry', { 'retry-after': '1' });
+  return new HttpError(503, ErrorCodes.storeUnavailable, 'state store unavailable; retry', {
+    'retry-after': '1',
+  });
 }

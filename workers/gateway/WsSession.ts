@@ -17,7 +17,12 @@ import {
 } from '../../shared/protocol/frames.js';
 import { TokenBucket } from '../../shared/tokenBucket.js';
 import { errorCode } from '../../shared/errors.js';
-import { PositionFromFutureError, Subscription, type OutgoingMessage, type SubscriptionSink } from './ChannelHub.js';
+import {
+  PositionFromFutureError,
+  Subscription,
+  type OutgoingMessage,
+  type SubscriptionSink,
+} from './ChannelHub.js';
 import type { GatewayContext } from './GatewayContext.js';
 
 /** Refused requests in a row after which a client is closed as rate limited. */
@@ -40,7 +45,9 @@ export class WsSession implements SubscriptionSink {
     this.bucket = new TokenBucket(requestsPerSecond, requestsPerSecond * 2);
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', () => this.onClose());
-    ws.on('error', (error) => gateway.logger.debug({ err: error, session: this.session }, 'websocket error'));
+    ws.on('error', (error) =>
+      gateway.logger.debug({ err: error, session: this.session }, 'websocket error'),
+    );
   }
 
   async start(): Promise<void> {
@@ -66,7 +73,12 @@ export class WsSession implements SubscriptionSink {
   // SubscriptionSink
 
   subscribed(subscription: Subscription, position: number): void {
-    this.send({ type: 'subscribed', channel: subscription.channel, position, ...this.pendingId(subscription) });
+    this.send({
+      type: 'subscribed',
+      channel: subscription.channel,
+      position,
+      ...this.pendingId(subscription),
+    });
   }
 
   message(_subscription: Subscription, message: OutgoingMessage): void {
@@ -90,7 +102,8 @@ export class WsSession implements SubscriptionSink {
   }
 
   failed(subscription: Subscription, error: unknown): void {
-    if (this.subscriptions.get(subscription.channel) === subscription) this.subscriptions.delete(subscription.channel);
+    if (this.subscriptions.get(subscription.channel) === subscription)
+      this.subscriptions.delete(subscription.channel);
     this.error(undefined, this.errorBody(subscription.channel, error));
   }
 
@@ -98,12 +111,18 @@ export class WsSession implements SubscriptionSink {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (isBinary) {
-      return this.refuse(undefined, { code: ErrorCodes.badFrame, message: 'binary frames are not accepted' });
+      return this.refuse(undefined, {
+        code: ErrorCodes.badFrame,
+        message: 'binary frames are not accepted',
+      });
     }
     const parsed = parseClientFrame(data.toString('utf8'));
     if (!parsed.ok) return this.refuse(parsed.id, parsed.error);
     if (!this.bucket.take()) {
-      return this.refuse(parsed.frame.id, { code: ErrorCodes.rateLimited, message: 'too many requests' });
+      return this.refuse(parsed.frame.id, {
+        code: ErrorCodes.rateLimited,
+        message: 'too many requests',
+      });
     }
     void this.handle(parsed.frame);
   }
@@ -120,7 +139,11 @@ export class WsSession implements SubscriptionSink {
     }
   }
 
-  private async subscribe(id: RequestId, channel: string, after: number | undefined): Promise<boolean> {
+  private async subscribe(
+    id: RequestId,
+    channel: string,
+    after: number | undefined,
+  ): Promise<boolean> {
     if (this.subscriptions.has(channel)) {
       // Re-subscribing replaces the old subscription, so a client can rewind a channel.
       this.gateway.hub.unsubscribe(this.subscriptions.get(channel)!);
@@ -153,14 +176,22 @@ export class WsSession implements SubscriptionSink {
   private unsubscribe(id: RequestId, channel: string): void {
     const subscription = this.subscriptions.get(channel);
     if (!subscription) {
-      return this.refuse(id, { code: ErrorCodes.notSubscribed, message: `not subscribed to ${channel}`, channel });
+      return this.refuse(id, {
+        code: ErrorCodes.notSubscribed,
+        message: `not subscribed to ${channel}`,
+        channel,
+      });
     }
     this.subscriptions.delete(channel);
     this.gateway.hub.unsubscribe(subscription);
     this.send({ type: 'unsubscribed', channel, ...(id === undefined ? {} : { id }) });
   }
 
-  private async resume(id: RequestId, token: string, channels: Record<string, number>): Promise<void> {
+  private async resume(
+    id: RequestId,
+    token: string,
+    channels: Record<string, number>,
+  ): Promise<void> {
     const names = Object.keys(channels);
     if (names.length > this.gateway.limits.maxChannels) {
       return this.refuse(id, {
@@ -176,11 +207,16 @@ export class WsSession implements SubscriptionSink {
       // The positions, not the token, guarantee continuity: resume them under a new session.
       this.gateway.metrics.resumes.inc({ result: errorCode(error) ?? 'invalid_token' });
       this.error(id, {
-        code: errorCode(error) === ErrorCodes.tokenExpired ? ErrorCodes.tokenExpired : ErrorCodes.invalidToken,
+        code:
+          errorCode(error) === ErrorCodes.tokenExpired
+            ? ErrorCodes.tokenExpired
+            : ErrorCodes.invalidToken,
         message: `${error instanceof Error ? error.message : String(error)}; started session ${this.session}`,
       });
     }
-    const results = await Promise.all(names.map((channel) => this.subscribe(id, channel, channels[channel])));
+    const results = await Promise.all(
+      names.map((channel) => this.subscribe(id, channel, channels[channel])),
+    );
     const resumed: Record<string, number> = {};
     names.forEach((channel, i) => {
       const subscription = this.subscriptions.get(channel);
@@ -197,7 +233,8 @@ export class WsSession implements SubscriptionSink {
 
   private onClose(): void {
     this.closed = true;
-    for (const subscription of this.subscriptions.values()) this.gateway.hub.unsubscribe(subscription);
+    for (const subscription of this.subscriptions.values())
+      this.gateway.hub.unsubscribe(subscription);
     this.subscriptions.clear();
     this.gateway.clientClosed(this);
   }
@@ -222,16 +259,27 @@ export class WsSession implements SubscriptionSink {
     this.gateway.metrics.pushErrors.inc({ reason: body.code });
     this.error(id, body);
     if (++this.refusals >= MAX_CONSECUTIVE_REFUSALS) {
-      this.close(body.code === ErrorCodes.rateLimited ? CloseCodes.rateLimited : CloseCodes.badRequest);
+      this.close(
+        body.code === ErrorCodes.rateLimited ? CloseCodes.rateLimited : CloseCodes.badRequest,
+      );
     }
   }
 
   private errorBody(channel: string, error: unknown): ErrorBody {
     if (error instanceof PositionFromFutureError) {
-      return { code: ErrorCodes.positionFromFuture, message: error.message, channel, latest: error.latest };
+      return {
+        code: ErrorCodes.positionFromFuture,
+        message: error.message,
+        channel,
+        latest: error.latest,
+      };
     }
     if (errorCode(error) === 'store_unavailable') {
-      return { code: ErrorCodes.storeUnavailable, message: 'state store unavailable; retry', channel };
+      return {
+        code: ErrorCodes.storeUnavailable,
+        message: 'state store unavailable; retry',
+        channel,
+      };
     }
     this.gateway.logger.error({ err: error, channel }, 'subscribe failed');
     return { code: ErrorCodes.storeUnavailable, message: 'subscribe failed; retry', channel };

@@ -4,9 +4,12 @@
  */
 import { z } from 'zod';
 
-const list = z
-  .string()
-  .transform((s) => s.split(',').map((v) => v.trim()).filter(Boolean));
+const list = z.string().transform((s) =>
+  s
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean),
+);
 const int = (def: number) => z.coerce.number().int().positive().default(def);
 
 export const GatewayEnv = z.object({
@@ -31,6 +34,8 @@ export const GatewayEnv = z.object({
   STREAMHEAL_SSE_RETRY_MS: int(1000),
   STREAMHEAL_HISTORY_MAX_COUNT: int(10_000),
   STREAMHEAL_HISTORY_MAX_AGE_MS: int(10 * 60_000),
-  STREAMHEAL_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  STREAMHEAL_LOG_LEVEL: z
+    .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+    .default('info'),
 });
 export type GatewayEnv = z.infer<typeof GatewayEnv>;

@@ -13,14 +13,28 @@ export class HttpError extends Error {
   }
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    ...headers,
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
   res.end(text);
 }
 
 export function sendError(res: ServerResponse, error: HttpError): void {
-  sendJson(res, error.status, { error: { code: error.code, message: error.message } }, error.headers);
+  sendJson(
+    res,
+    error.status,
+    { error: { code: error.code, message: error.message } },
+    error.headers,
+  );
 }
 
 /** Reads the body up to `limit` bytes; larger bodies are refused with 413 without reading them. */
@@ -53,7 +67,10 @@ export function bearerMatches(req: IncomingMessage, key: string): boolean {
 }
 
 /** CORS headers for an allowed browser origin; none for other origins or non-browser clients. */
-export function corsHeaders(req: IncomingMessage, allowed: readonly string[]): Record<string, string> {
+export function corsHeaders(
+  req: IncomingMessage,
+  allowed: readonly string[],
+): Record<string, string> {
   const origin = req.headers.origin;
   if (!origin || !originAllowed(origin, allowed)) return {};
   return {

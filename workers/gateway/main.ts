@@ -17,20 +17,30 @@ import { GatewayEnv } from './config.js';
 import { startGateway } from './Gateway.js';
 
 const env = GatewayEnv.parse(process.env);
-const logger = createLogger('gateway', env.STREAMHEAL_LOG_LEVEL).child({ node: env.STREAMHEAL_NODE_ID });
+const logger = createLogger('gateway', env.STREAMHEAL_LOG_LEVEL).child({
+  node: env.STREAMHEAL_NODE_ID,
+});
 initTracing(`streamheal-gateway`);
 
 let store: StateStore;
 let bus: EventBus;
 let link: LinkClient | undefined;
 if (env.STREAMHEAL_STORE === 'link') {
-  if (!env.STREAMHEAL_CLUSTER_SECRET) throw new Error('STREAMHEAL_CLUSTER_SECRET is required with STREAMHEAL_STORE=link');
-  link = new LinkClient({ url: env.STREAMHEAL_CONTROL_URL, secret: env.STREAMHEAL_CLUSTER_SECRET, logger });
+  if (!env.STREAMHEAL_CLUSTER_SECRET)
+    throw new Error('STREAMHEAL_CLUSTER_SECRET is required with STREAMHEAL_STORE=link');
+  link = new LinkClient({
+    url: env.STREAMHEAL_CONTROL_URL,
+    secret: env.STREAMHEAL_CLUSTER_SECRET,
+    logger,
+  });
   store = new RemoteStore(link);
   bus = new RemoteBus(link);
 } else {
   store = new MemoryStore({
-    limits: { maxCount: env.STREAMHEAL_HISTORY_MAX_COUNT, maxAgeMs: env.STREAMHEAL_HISTORY_MAX_AGE_MS },
+    limits: {
+      maxCount: env.STREAMHEAL_HISTORY_MAX_COUNT,
+      maxAgeMs: env.STREAMHEAL_HISTORY_MAX_AGE_MS,
+    },
   });
   bus = new InProcessBus();
 }
@@ -47,7 +57,9 @@ const gateway = await startGateway({
   port: env.STREAMHEAL_PORT,
   store,
   bus,
-  keyRing: keyRingFromSecret(env.STREAMHEAL_CLUSTER_SECRET ?? generated('STREAMHEAL_CLUSTER_SECRET')),
+  keyRing: keyRingFromSecret(
+    env.STREAMHEAL_CLUSTER_SECRET ?? generated('STREAMHEAL_CLUSTER_SECRET'),
+  ),
   publishKey,
   corsOrigins: env.STREAMHEAL_CORS_ORIGINS,
   limits: {

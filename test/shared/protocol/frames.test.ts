@@ -8,7 +8,9 @@ describe('parseClientFrame', () => {
       ok: true,
       frame: { type: 'subscribe', id: 1, channel: 'a', after: 3 },
     });
-    expect(parseClientFrame('{"type":"resume","token":"t","channels":{"a":1,"b.c":0}}').ok).toBe(true);
+    expect(parseClientFrame('{"type":"resume","token":"t","channels":{"a":1,"b.c":0}}').ok).toBe(
+      true,
+    );
     expect(parseClientFrame('{"type":"unsubscribe","channel":"a"}').ok).toBe(true);
   });
 
@@ -24,7 +26,9 @@ describe('parseClientFrame', () => {
       ok: false,
       error: { code: 'invalid_channel' },
     });
-    expect(parseClientFrame('{"type":"subscribe","id":"x","channel":"a","after":1.5}')).toMatchObject({
+    expect(
+      parseClientFrame('{"type":"subscribe","id":"x","channel":"a","after":1.5}'),
+    ).toMatchObject({
       ok: false,
       id: 'x',
       error: { code: 'bad_frame', message: expect.stringContaining('after') },

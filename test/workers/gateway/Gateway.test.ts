@@ -12,14 +12,21 @@ describe('Gateway', () => {
     it('assigns positions that grow by one per channel', async () => {
       const gateway = await cluster.gateway();
       const answers = [];
-      for (let i = 0; i < 3; i++) answers.push(await (await publish(gateway, { channel: 'news', data: { i } })).json());
+      for (let i = 0; i < 3; i++)
+        answers.push(await (await publish(gateway, { channel: 'news', data: { i } })).json());
       expect(answers).toEqual([1, 2, 3].map((position) => ({ channel: 'news', position })));
-      expect(await (await publish(gateway, { channel: 'other', data: 'x' })).json()).toEqual({ channel: 'other', position: 1 });
+      expect(await (await publish(gateway, { channel: 'other', data: 'x' })).json()).toEqual({
+        channel: 'other',
+        position: 1,
+      });
     });
 
     it('refuses a missing or wrong key with 401 and stores nothing', async () => {
       const gateway = await cluster.gateway();
-      const missing = await fetch(`${gateway.url}/v1/publish`, { method: 'POST', body: JSON.stringify({ channel: 'a', data: 1 }) });
+      const missing = await fetch(`${gateway.url}/v1/publish`, {
+        method: 'POST',
+        body: JSON.stringify({ channel: 'a', data: 1 }),
+      });
       expect(missing.status).toBe(401);
       expect(missing.headers.get('www-authenticate')).toBe('Bearer');
       const wrong = await publish(gateway, { channel: 'a', data: 1 }, `${PUBLISH_KEY}x`);
@@ -85,7 +92,9 @@ describe('Gateway', () => {
       expect(record?.value.url).toBe(gateway.url);
       await gateway.close();
       expect(await cluster.store.get('nodes/gateway-1')).toBeUndefined();
-      expect((await fetch(`${gateway.url}/healthz`).catch(() => undefined))?.status).toBeUndefined();
+      expect(
+        (await fetch(`${gateway.url}/healthz`).catch(() => undefined))?.status,
+      ).toBeUndefined();
     });
 
     it('answers unknown routes with 404', async () => {
@@ -105,12 +114,20 @@ describe('Gateway', () => {
       });
       expect(preflight.status).toBe(204);
       expect(preflight.headers.get('access-control-allow-origin')).toBe('https://app.example');
-      const allowed = await publish(gateway, { channel: 'a', data: 1 }, PUBLISH_KEY, { origin: 'https://app.example' });
+      const allowed = await publish(gateway, { channel: 'a', data: 1 }, PUBLISH_KEY, {
+        origin: 'https://app.example',
+      });
       expect(allowed.headers.get('access-control-allow-origin')).toBe('https://app.example');
-      const other = await publish(gateway, { channel: 'a', data: 1 }, PUBLISH_KEY, { origin: 'https://evil.example' });
+      const other = await publish(gateway, { channel: 'a', data: 1 }, PUBLISH_KEY, {
+        origin: 'https://evil.example',
+      });
       expect(other.headers.get('access-control-allow-origin')).toBeNull();
-      await expect(cluster.client(gateway, { origin: 'https://evil.example' })).rejects.toThrow(/403/);
-      await expect(cluster.client(gateway, { origin: 'https://app.example' })).resolves.toBeDefined();
+      await expect(cluster.client(gateway, { origin: 'https://evil.example' })).rejects.toThrow(
+        /403/,
+      );
+      await expect(
+        cluster.client(gateway, { origin: 'https://app.example' }),
+      ).resolves.toBeDefined();
     });
   });
 

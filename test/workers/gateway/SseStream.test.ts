@@ -12,7 +12,10 @@ interface SseEvent {
 /** A plain HTTP SSE reader (what a browser's EventSource does), no SDK. */
 async function openSse(gateway: Gateway, query: string, headers: Record<string, string> = {}) {
   const controller = new AbortController();
-  const response = await fetch(`${gateway.url}/v1/sse?${query}`, { headers, signal: controller.signal });
+  const response = await fetch(`${gateway.url}/v1/sse?${query}`, {
+    headers,
+    signal: controller.signal,
+  });
   const events: SseEvent[] = [];
   let retry: number | undefined;
   const reading = (async () => {
@@ -70,7 +73,11 @@ describe('SseStream', () => {
     await publish(gateway, { channel: 'news', data: { hello: 'world' } });
     const [event] = await sse.waitFor(1);
     expect(event!.id).toBe('1');
-    expect(JSON.parse(event!.data)).toMatchObject({ channel: 'news', position: 1, data: { hello: 'world' } });
+    expect(JSON.parse(event!.data)).toMatchObject({
+      channel: 'news',
+      position: 1,
+      data: { hello: 'world' },
+    });
     expect(sse.retry()).toBe(2500);
     await sse.close();
   });
@@ -115,7 +122,12 @@ describe('SseStream', () => {
     const sse = await openSse(gateway, 'channel=news&lastEventId=2');
     const [lost, ...rest] = await sse.waitFor(4);
     expect(lost!.event).toBe('error');
-    expect(JSON.parse(lost!.data)).toEqual({ code: 'history_lost', channel: 'news', oldest: 8, latest: 10 });
+    expect(JSON.parse(lost!.data)).toEqual({
+      code: 'history_lost',
+      channel: 'news',
+      oldest: 8,
+      latest: 10,
+    });
     expect(rest.map((e) => e.id)).toEqual(['8', '9', '10']);
     await sse.close();
   });

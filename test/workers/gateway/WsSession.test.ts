@@ -25,19 +25,36 @@ describe('WsSession', () => {
     const client = await cluster.client(gateway);
     client.send({ type: 'subscribe', id: 'a', channel: 'one' });
     client.send({ type: 'subscribe', id: 'b', channel: 'two' });
-    expect(await client.next((f) => f.id === 'a')).toMatchObject({ type: 'subscribed', channel: 'one', position: 0 });
-    expect(await client.next((f) => f.id === 'b')).toMatchObject({ type: 'subscribed', channel: 'two', position: 0 });
+    expect(await client.next((f) => f.id === 'a')).toMatchObject({
+      type: 'subscribed',
+      channel: 'one',
+      position: 0,
+    });
+    expect(await client.next((f) => f.id === 'b')).toMatchObject({
+      type: 'subscribed',
+      channel: 'two',
+      position: 0,
+    });
     await publish(gateway, { channel: 'one', data: 'x' });
     await publish(gateway, { channel: 'two', data: 'y' });
-    expect(await client.next((f) => f.type === 'message' && f.channel === 'two')).toMatchObject({ position: 1, data: 'y' });
+    expect(await client.next((f) => f.type === 'message' && f.channel === 'two')).toMatchObject({
+      position: 1,
+      data: 'y',
+    });
     client.send({ type: 'unsubscribe', id: 'c', channel: 'one' });
-    expect(await client.next((f) => f.id === 'c')).toMatchObject({ type: 'unsubscribed', channel: 'one' });
+    expect(await client.next((f) => f.id === 'c')).toMatchObject({
+      type: 'unsubscribed',
+      channel: 'one',
+    });
     await publish(gateway, { channel: 'one', data: 'z' });
     await publish(gateway, { channel: 'two', data: 'w' });
     await client.waitForMessages('two', 2);
     expect(client.messages('one')).toEqual([1]);
     client.send({ type: 'unsubscribe', id: 'd', channel: 'one' });
-    expect(await client.next((f) => f.id === 'd')).toMatchObject({ type: 'error', code: 'not_subscribed' });
+    expect(await client.next((f) => f.id === 'd')).toMatchObject({
+      type: 'error',
+      code: 'not_subscribed',
+    });
   });
 
   it('answers bad frames with documented errors and keeps serving', async () => {
@@ -50,7 +67,9 @@ describe('WsSession', () => {
     client.send({ type: 'subscribe', id: 3 });
     client.ws.send(Buffer.from([1, 2, 3]));
     client.send({ type: 'subscribe', id: 4, channel: 'ok', after: -1 });
-    await client.next((f) => f.code === 'bad_frame' && f.message === 'binary frames are not accepted');
+    await client.next(
+      (f) => f.code === 'bad_frame' && f.message === 'binary frames are not accepted',
+    );
     const errors = client.frames.filter((f) => f.type === 'error');
     expect(errors.map((f) => [f.id, f.code])).toEqual([
       [undefined, 'bad_frame'],
@@ -83,7 +102,10 @@ describe('WsSession', () => {
     cluster = new Cluster();
     const client = await cluster.client(await cluster.gateway({ limits: { maxChannels: 2 } }));
     for (const channel of ['a', 'b', 'c']) client.send({ type: 'subscribe', id: channel, channel });
-    expect(await client.next((f) => f.id === 'c')).toMatchObject({ type: 'error', code: 'too_many_channels' });
+    expect(await client.next((f) => f.id === 'c')).toMatchObject({
+      type: 'error',
+      code: 'too_many_channels',
+    });
     expect(client.frames.filter((f) => f.type === 'subscribed')).toHaveLength(2);
   });
 
@@ -125,16 +147,28 @@ describe('WsSession', () => {
       await cluster.store.append('news', 1);
       const client = await cluster.client(gateway);
       client.send({ type: 'subscribe', id: 1, channel: 'news', after: 5 });
-      expect(await client.next((f) => f.id === 1)).toMatchObject({ type: 'error', code: 'position_from_future', latest: 1 });
+      expect(await client.next((f) => f.id === 1)).toMatchObject({
+        type: 'error',
+        code: 'position_from_future',
+        latest: 1,
+      });
       client.send({ type: 'subscribe', id: 2, channel: 'news', after: 1 });
-      expect(await client.next((f) => f.id === 2)).toMatchObject({ type: 'subscribed', position: 1 });
+      expect(await client.next((f) => f.id === 2)).toMatchObject({
+        type: 'subscribed',
+        position: 1,
+      });
     });
 
     it('reports a forged, garbled or foreign-key token and still resumes the positions', async () => {
       cluster = new Cluster();
       const gateway = await cluster.gateway();
       for (let i = 0; i < 3; i++) await cluster.store.append('news', i);
-      const foreign = await signToken(keyRingFromSecret('another-secret-entirely'), 'resume', { sub: 's' }, 60_000);
+      const foreign = await signToken(
+        keyRingFromSecret('another-secret-entirely'),
+        'resume',
+        { sub: 's' },
+        60_000,
+      );
       const real = await signToken(keyRing, 'resume', { sub: 's' }, 60_000);
       const tampered = real.slice(0, -3) + (real.endsWith('AAA') ? 'BBB' : 'AAA');
       const expired = await signToken(keyRing, 'resume', { sub: 's' }, 1_000, Date.now() - 10_000);
@@ -147,7 +181,9 @@ describe('WsSession', () => {
         const client = await cluster.client(gateway);
         client.send({ type: 'resume', id: 7, token, channels: { news: 1 } });
         expect(await client.next((f) => f.type === 'error')).toMatchObject({ id: 7, code });
-        expect(await client.next((f) => f.type === 'resumed')).toMatchObject({ channels: { news: 1 } });
+        expect(await client.next((f) => f.type === 'resumed')).toMatchObject({
+          channels: { news: 1 },
+        });
         expect(await client.waitForMessages('news', 2)).toEqual([2, 3]);
       }
     });
@@ -185,6 +221,8 @@ describe('WsSession', () => {
     }
     expect(await fast.waitForMessages('firehose', 1000)).toEqual(range(1, 1000));
     const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
-    expect(metrics).toMatch(/stream_push_errors_total\{reason="slow_consumer",node="gateway-1"\} 1/);
+    expect(metrics).toMatch(
+      /stream_push_errors_total\{reason="slow_consumer",node="gateway-1"\} 1/,
+    );
   });
 });

@@ -5,7 +5,11 @@ import { MemoryStore } from '../../../shared/store/MemoryStore.js';
 import type { HistoryLimits } from '../../../shared/store/StateStore.js';
 import { createLogger } from '../../../shared/telemetry/logger.js';
 import { keyRingFromSecret } from '../../../shared/tokens.js';
-import { startGateway, type Gateway, type GatewayOptions } from '../../../workers/gateway/Gateway.js';
+import {
+  startGateway,
+  type Gateway,
+  type GatewayOptions,
+} from '../../../workers/gateway/Gateway.js';
 
 export const PUBLISH_KEY = 'publish-key-for-tests';
 export const keyRing = keyRingFromSecret('a-cluster-secret-for-tests');
@@ -87,19 +91,23 @@ export class TestClient {
     for (;;) {
       const found = this.frames.find(predicate);
       if (found) return found;
-      if (Date.now() > deadline) throw new Error(`no matching frame; got ${JSON.stringify(this.frames.slice(-5))}`);
+      if (Date.now() > deadline)
+        throw new Error(`no matching frame; got ${JSON.stringify(this.frames.slice(-5))}`);
       await this.changed(deadline - Date.now());
     }
   }
 
   messages(channel: string): number[] {
-    return this.frames.filter((f) => f.type === 'message' && f.channel === channel).map((f) => f.position as number);
+    return this.frames
+      .filter((f) => f.type === 'message' && f.channel === channel)
+      .map((f) => f.position as number);
   }
 
   async waitForMessages(channel: string, count: number, timeoutMs = 5_000): Promise<number[]> {
     const deadline = Date.now() + timeoutMs;
     while (this.messages(channel).length < count) {
-      if (Date.now() > deadline) throw new Error(`got ${this.messages(channel).length} of ${count} messages on ${channel}`);
+      if (Date.now() > deadline)
+        throw new Error(`got ${this.messages(channel).length} of ${count} messages on ${channel}`);
       await this.changed(deadline - Date.now());
     }
     return this.messages(channel);
@@ -131,7 +139,12 @@ export class TestClient {
   }
 }
 
-export function publish(gateway: Gateway, body: unknown, key = PUBLISH_KEY, headers: Record<string, string> = {}): Promise<Response> {
+export function publish(
+  gateway: Gateway,
+  body: unknown,
+  key = PUBLISH_KEY,
+  headers: Record<string, string> = {},
+): Promise<Response> {
   return fetch(`${gateway.url}/v1/publish`, {
     method: 'POST',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
