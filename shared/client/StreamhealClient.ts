@@ -1,0 +1,806 @@
+/**
+ * The streamheal client SDK: one WebSocket to one of several gateways, with the positions of
+ * every subscribed channel, so a lost connection is resumed on another gateway and the
+ * application receives every message exactly once, in order.
+ *
+ * Runs in browsers and in Node: no Node-only imports here (Node 20 has no global WebSocket;
+ * `./node.js` supplies the `ws` package's).
+ *
+ * Reconnecting: after any loss the client tries a different gateway at once, after a random
+ * spread of 0..spreadMs so a gateway's clients do not stampede the others together; if that
+ * fails it walks through the gateways with the seed's backoff (`seedBackoff`). A successful
+ * resume resets the schedule. A close code whose advice is `never` ends the client.
+ */
+import { SEED_BACKOFF, seedBackoff, type BackoffOptions, type Random } from '../backoff.js';
+import { CHANNEL_NAME } from '../protocol/channels.js';
+import { reconnectAdvice, type ReconnectAdvice } from '../protocol/closeCodes.js';
+import type { ClientFrame, ErrorCode, Limits } from '../protocol/frames.js';
+import { TypedEmitter } from './events.js';
+
+/** Method syntax makes the parameter bivariant, so both DOM's and `ws`'s sockets fit. */
+type Handler<E> = { bivarianceHack(event: E): void }['bivarianceHack'];
+
+/** The part of the WHATWG WebSocket the SDK uses; browsers' and the `ws` package's fit. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: Handler<unknown> | null;
+  onmessage: Handler<{ data: unknown }> | null;
+  onclose: Handler<{ code: number; reason: string }> | null;
+  onerror: Handler<unknown> | null;
+}
+
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+export interface StreamhealClientOptions {
+  /** Gateway base URLs (`http(s)://` or `ws(s)://`); the SDK connects to `<base>/v1/ws`. */
+  urls: string[];
+  /** @default globalThis.WebSocket */
+  WebSocket?: WebSocketConstructor;
+  /** Source of randomness for the start gateway, the spread and the jitter. @default Math.random */
+  random?: Random;
+  /** Upper bound of the random delay before the immediate reconnect. @default 50 */
+  spreadMs?: number;
+  /** Reconnect backoff; missing fields take the seed's values. */
+  backoff?: Partial<BackoffOptions>;
+  /** A socket that has not sent `welcome` within this time counts as a failed attempt. @default 10000 */
+  connectTimeoutMs?: number;
+}
+
+export interface ClientMessage {
+  channel: string;
+  position: number;
+  data: unknown;
+  /** Milliseconds since the epoch, stamped by the store at publish. */
+  time: number;
+}
+
+/** Server error codes plus the client's own: `gap`, `fatal_close`, `bad_server_frame`. */
+export type ClientErrorCode = ErrorCode | 'gap' | 'fatal_close' | 'bad_server_frame';
+
+export interface ClientErrorEvent {
+  code: ClientErrorCode;
+  message: string;
+  channel?: string;
+}
+
+export interface StreamhealClientEvents {
+  /** A gateway sent `welcome` (on every connection, the first and each reconnect). */
+  connected: { url: string; session: string; node: string };
+  /** An open connection was lost (the client's own close() excluded). */
+  disconnected: { url: string; code: number; reason: string };
+  /** A connection attempt is scheduled: `attempt` counts from 1 since the last success. */
+  reconnecting: { url: string; attempt: number; delayMs: number };
+  /** The session and its channels were resumed after a reconnect. */
+  resumed: { url: string; session: string; channels: Record<string, number> };
+  message: ClientMessage;
+  /** History no longer reached the position held; delivery continues from `oldest`. */
+  'history-lost': { channel: string; oldest: number; latest: number };
+  error: ClientErrorEvent;
+}
+
+export interface ClientStats {
+  /** Messages handed to the application. */
+  messages: number;
+  /** Messages dropped because their position was not beyond the one held. */
+  duplicates: number;
+  /** Messages that skipped positions (never expected; each also emits an `error`). */
+  gaps: number;
+  historyLost: number;
+  /** Connections re-established (a `welcome` after the first one). */
+  reconnects: number;
+  /** Connection attempts scheduled after a failure or a loss. */
+  reconnectAttempts: number;
+  /** Successful `resumed` answers. */
+  resumes: number;
+}
+
+/** Rejection reason of the SDK's promises. */
+export class StreamhealClientError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly channel?: string,
+  ) {
+    super(message);
+    this.name = 'StreamhealClientError';
+  }
+}
+
+type Timer = ReturnType<typeof setTimeout>;
+
+interface Waiter {
+  resolve: (position: number) => void;
+  reject: (error: Error) => void;
+}
+
+interface ChannelState {
+  readonly name: string;
+  /** Last position held; undefined until the first `subscribed`. */
+  position?: number;
+  /** Explicit start asked by subscribe() and not yet confirmed. */
+  pendingAfter?: number;
+  /** Subscribed on the current connection. */
+  confirmed: boolean;
+  /** Id of the subscribe or resume request in flight on the current connection. */
+  inflight?: number;
+  waiters: Waiter[];
+  /** Consecutive retryable failures (store unavailable, rate limited). */
+  retries: number;
+  retryTimer?: Timer;
+}
+
+type Request =
+  | { kind: 'subscribe'; channel: string }
+  | { kind: 'unsubscribe'; channel: string; resolve: () => void }
+  | { kind: 'resume' };
+
+const OPEN = 1;
+const CLOSED = 3;
+const noop = (): void => undefined;
+
+/** `http://host:port` → `ws://host:port/v1/ws`; a URL already ending in /v1/ws is kept. */
+export function websocketEndpoint(base: string): string {
+  const url = new URL(base);
+  if (url.protocol === 'http:') url.protocol = 'ws:';
+  else if (url.protocol === 'https:') url.protocol = 'wss:';
+  else if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+    throw new TypeError(`unsupported gateway URL ${base}: use http(s):// or ws(s)://`);
+  }
+  if (!url.pathname.endsWith('/v1/ws')) url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/ws`;
+  url.hash = '';
+  return url.toString();
+}
+
+export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
+  private readonly bases: string[];
+  private readonly endpoints: string[];
+  private readonly WebSocketImpl: WebSocketConstructor;
+  private readonly random: Random;
+  private readonly spreadMs: number;
+  private readonly backoff: BackoffOptions;
+  private readonly connectTimeoutMs: number;
+
+  private readonly channelStates = new Map<string, ChannelState>();
+  private readonly requests = new Map<number, Request>();
+  private readonly counters: ClientStats = {
+    messages: 0,
+    duplicates: 0,
+    gaps: 0,
+    historyLost: 0,
+    reconnects: 0,
+    reconnectAttempts: 0,
+    resumes: 0,
+  };
+
+  private ws?: WebSocketLike;
+  private urlIndex = 0;
+  private started = false;
+  private closed = false;
+  private opened = false;
+  private welcomed = false;
+  /** Welcomed and, on a reconnect, resumed: requests go straight out. */
+  private ready = false;
+  private everWelcomed = false;
+  private sessionId?: string;
+  private resumeToken?: string;
+  /** The welcome of the current connection, adopted if the resume is refused outright. */
+  private welcome?: { session: string; resumeToken: string };
+  private resumeId?: number;
+  private nextId = 1;
+  /** Consecutive failed or scheduled attempts since the last success. */
+  private tries = 0;
+  private backoffAttempt = 0;
+  private reconnectTimer?: Timer;
+  private connectTimer?: Timer;
+  private connecting?: Promise<void>;
+  private connectWaiter?: { resolve: () => void; reject: (error: Error) => void };
+  private serverLimits?: Limits;
+  private serverNode?: string;
+
+  constructor(options: StreamhealClientOptions) {
+    super();
+    if (!options.urls.length)
+      throw new TypeError('StreamhealClient needs at least one gateway URL');
+    this.bases = [...options.urls];
+    this.endpoints = this.bases.map(websocketEndpoint);
+    const impl =
+      options.WebSocket ??
+      ((globalThis as { WebSocket?: unknown }).WebSocket as WebSocketConstructor | undefined);
+    if (typeof impl !== 'function') {
+      throw new TypeError(
+        'StreamhealClient: no WebSocket implementation. Pass options.WebSocket, or in Node 20 use ' +
+          'createNodeClient() from the SDK node entry point (it supplies the `ws` package).',
+      );
+    }
+    this.WebSocketImpl = impl;
+    this.random = options.random ?? Math.random;
+    this.spreadMs = Math.max(0, options.spreadMs ?? 50);
+    this.backoff = { ...SEED_BACKOFF, ...options.backoff };
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+  }
+
+  // Public API
+
+  /** Live counters; read-only for callers. */
+  get stats(): Readonly<ClientStats> {
+    return this.counters;
+  }
+
+  /** Session id (the resumed one after a reconnect). */
+  get session(): string | undefined {
+    return this.sessionId;
+  }
+
+  /** Base URL of the gateway currently connected or being tried. */
+  get url(): string | undefined {
+    return this.started ? this.bases[this.urlIndex] : undefined;
+  }
+
+  /** Node id of the gateway that sent the last welcome. */
+  get node(): string | undefined {
+    return this.serverNode;
+  }
+
+  /** Whether requests go straight to a gateway (welcomed and resumed). */
+  get isConnected(): boolean {
+    return this.ready;
+  }
+
+  /** Limits announced by the gateway's last welcome. */
+  get limits(): Limits | undefined {
+    return this.serverLimits;
+  }
+
+  /** Channels subscribed or being subscribed. */
+  channels(): string[] {
+    return [...this.channelStates.keys()];
+  }
+
+  /** Last position held on `channel`, or undefined when not (yet) subscribed. */
+  position(channel: string): number | undefined {
+    return this.channelStates.get(channel)?.position;
+  }
+
+  /**
+   * Starts connecting (from a random gateway) and resolves on the first `welcome`. Failed
+   * attempts are retried; the promise rejects only if the client is closed first or a gateway
+   * closes with advice `never`.
+   */
+  connect(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    if (this.closed) return Promise.reject(this.closedError());
+    this.connecting = new Promise<void>((resolve, reject) => {
+      this.connectWaiter = { resolve, reject };
+    });
+    // Rejected by close(): not an unhandled rejection when the caller did not wait for it.
+    this.connecting.catch(noop);
+    this.started = true;
+    this.urlIndex = Math.min(Math.floor(this.random() * this.bases.length), this.bases.length - 1);
+    this.open();
+    return this.connecting;
+  }
+
+  /**
+   * Subscribes and resolves with the start position (messages follow from the next one).
+   * `after`: receive every message after this position; omitted: from now on. Made while
+   * disconnected, the request is sent once connected. Subscribing again to a channel returns
+   * its position, unless a different `after` is given: that replaces (rewinds) the subscription.
+   */
+  subscribe(channel: string, options: { after?: number } = {}): Promise<number> {
+    if (this.closed) return Promise.reject(this.closedError());
+    if (!CHANNEL_NAME.test(channel)) {
+      return Promise.reject(
+        new StreamhealClientError(
+          'invalid_channel',
+          `invalid channel name ${JSON.stringify(channel)}`,
+          channel,
+        ),
+      );
+    }
+    const after = options.after;
+    if (after !== undefined && !(Number.isSafeInteger(after) && after >= 0)) {
+      return Promise.reject(
+        new StreamhealClientError(
+          'bad_frame',
+          `after must be a non-negative integer, got ${after}`,
+          channel,
+        ),
+      );
+    }
+    const existing = this.channelStates.get(channel);
+    if (existing && (after === undefined || after === existing.pendingAfter)) {
+      if (existing.position !== undefined && existing.pendingAfter === undefined) {
+        return Promise.resolve(existing.position);
+      }
+      return new Promise((resolve, reject) => existing.waiters.push({ resolve, reject }));
+    }
+    const state: ChannelState = {
+      name: channel,
+      pendingAfter: after,
+      confirmed: false,
+      waiters: existing ? existing.waiters : [],
+      retries: 0,
+    };
+    if (existing) clearTimeout(existing.retryTimer);
+    this.channelStates.set(channel, state);
+    const promise = new Promise<number>((resolve, reject) =>
+      state.waiters.push({ resolve, reject }),
+    );
+    if (this.ready) this.sendSubscribe(state);
+    return promise;
+  }
+
+  /** Stops a subscription; resolves when the gateway confirmed it (or at once when offline). */
+  unsubscribe(channel: string): Promise<void> {
+    const state = this.channelStates.get(channel);
+    if (!state) return Promise.resolve();
+    this.channelStates.delete(channel);
+    clearTimeout(state.retryTimer);
+    this.rejectWaiters(
+      state,
+      new StreamhealClientError('unsubscribed', `unsubscribed from ${channel}`, channel),
+    );
+    if (!this.welcomed || (!state.confirmed && state.inflight === undefined))
+      return Promise.resolve();
+    return new Promise((resolve) => this.sendUnsubscribe(channel, resolve));
+  }
+
+  /**
+   * Closes the connection and every timer; the client cannot be reused. Pending promises
+   * reject. Resolves once the socket reports closed.
+   */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return this.shutdown(this.closedError());
+  }
+
+  // Connection lifecycle
+
+  private open(): void {
+    const url = this.endpoints[this.urlIndex]!;
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WebSocketImpl(url);
+    } catch {
+      // e.g. a browser's SecurityError: count it as a failed attempt.
+      this.ws = undefined;
+      this.opened = false;
+      this.scheduleReconnect(reconnectAdvice(1006));
+      return;
+    }
+    this.ws = ws;
+    this.opened = false;
+    ws.onopen = () => {
+      if (ws === this.ws) this.opened = true;
+    };
+    ws.onmessage = (event) => {
+      if (ws === this.ws) this.onFrame(event.data);
+    };
+    ws.onerror = noop; // a close event always follows
+    ws.onclose = (event) => {
+      if (ws === this.ws) this.lost(event.code, event.reason);
+    };
+    this.connectTimer = setTimeout(() => {
+      this.connectTimer = undefined;
+      if (ws === this.ws && !this.welcomed)
+        this.lost(1006, `no welcome within ${this.connectTimeoutMs} ms`);
+    }, this.connectTimeoutMs);
+  }
+
+  /** The current socket is gone (closed by either side, failed, or timed out). */
+  private lost(code: number, reason: string): void {
+    const ws = this.ws;
+    if (!ws) return;
+    const opened = this.opened;
+    this.ws = undefined;
+    this.discard(ws);
+    this.resetConnection();
+    if (opened) this.emit('disconnected', { url: this.bases[this.urlIndex]!, code, reason });
+    if (this.closed) return;
+    const advice = reconnectAdvice(code);
+    if (advice === 'never') {
+      const message = `gateway closed the connection with ${code}${reason ? ` (${reason})` : ''}; not reconnecting`;
+      this.emit('error', { code: 'fatal_close', message });
+      void this.shutdown(new StreamhealClientError('fatal_close', message));
+      return;
+    }
+    this.scheduleReconnect(advice);
+  }
+
+  private scheduleReconnect(advice: ReconnectAdvice): void {
+    let delay: number;
+    if (this.tries === 0 && advice === 'immediately') {
+      delay = this.random() * this.spreadMs;
+      this.urlIndex = this.otherUrlIndex();
+    } else {
+      delay = seedBackoff(this.backoffAttempt++, this.backoff, this.random);
+      this.urlIndex = (this.urlIndex + 1) % this.bases.length;
+    }
+    this.tries++;
+    this.counters.reconnectAttempts++;
+    this.emit('reconnecting', {
+      url: this.bases[this.urlIndex]!,
+      attempt: this.tries,
+      delayMs: delay,
+    });
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      if (!this.closed) this.open();
+    }, delay);
+  }
+
+  /** A random gateway other than the current one (the same when there is only one). */
+  private otherUrlIndex(): number {
+    const n = this.bases.length;
+    if (n === 1) return this.urlIndex;
+    const offset = 1 + Math.min(Math.floor(this.random() * (n - 1)), n - 2);
+    return (this.urlIndex + offset) % n;
+  }
+
+  /** Forgets everything tied to the connection that just ended. */
+  private resetConnection(): void {
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.opened = false;
+    this.welcomed = false;
+    this.ready = false;
+    this.resumeId = undefined;
+    this.welcome = undefined;
+    for (const request of this.requests.values()) {
+      // The next connection starts without the channel: nothing left to unsubscribe.
+      if (request.kind === 'unsubscribe') request.resolve();
+    }
+    this.requests.clear();
+    for (const state of this.channelStates.values()) {
+      state.confirmed = false;
+      state.inflight = undefined;
+      clearTimeout(state.retryTimer);
+      state.retryTimer = undefined;
+    }
+  }
+
+  private discard(ws: WebSocketLike): void {
+    ws.onopen = noop;
+    ws.onmessage = noop;
+    ws.onerror = noop;
+    ws.onclose = noop;
+    if (ws.readyState === CLOSED) return;
+    try {
+      ws.close(1000, 'client closed');
+    } catch {
+      // already closing
+    }
+  }
+
+  private shutdown(reason: Error): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    const ws = this.ws;
+    this.ws = undefined;
+    this.resetConnection();
+    this.connectWaiter?.reject(reason);
+    this.connectWaiter = undefined;
+    for (const state of this.channelStates.values()) this.rejectWaiters(state, reason);
+    if (!ws || ws.readyState === CLOSED) {
+      if (ws) this.discard(ws);
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      this.discard(ws);
+      ws.onclose = () => resolve();
+    });
+  }
+
+  private closedError(): StreamhealClientError {
+    return new StreamhealClientError('closed', 'the client is closed');
+  }
+
+  // Frames from the gateway
+
+  private onFrame(data: unknown): void {
+    let frame: Record<string, unknown>;
+    try {
+      if (typeof data !== 'string') throw new Error('binary frame');
+      const parsed: unknown = JSON.parse(data);
+      if (
+        typeof parsed !== 'object' ||
+        parsed === null ||
+        typeof (parsed as { type?: unknown }).type !== 'string'
+      ) {
+        throw new Error('not a frame object');
+      }
+      frame = parsed as Record<string, unknown>;
+    } catch (error) {
+      this.emit('error', {
+        code: 'bad_server_frame',
+        message: `unreadable frame from the gateway: ${error instanceof Error ? error.message : String(error)}`,
+      });
+      return;
+    }
+    switch (frame.type) {
+      case 'welcome':
+        return this.onWelcome(frame);
+      case 'subscribed':
+        return this.onSubscribed(frame);
+      case 'unsubscribed':
+        return this.onUnsubscribed(frame);
+      case 'resumed':
+        return this.onResumed(frame);
+      case 'message':
+        return this.onMessage(frame);
+      case 'error':
+        return this.onError(frame);
+      default:
+        return; // frames of later protocol versions
+    }
+  }
+
+  private onWelcome(frame: Record<string, unknown>): void {
+    if (this.welcomed) return;
+    const session = String(frame.session);
+    const resumeToken = String(frame.resumeToken);
+    clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.welcomed = true;
+    this.welcome = { session, resumeToken };
+    this.serverNode = String(frame.node);
+    if (typeof frame.limits === 'object' && frame.limits !== null)
+      this.serverLimits = frame.limits as Limits;
+    if (this.everWelcomed) this.counters.reconnects++;
+    this.everWelcomed = true;
+    this.emit('connected', { url: this.bases[this.urlIndex]!, session, node: this.serverNode });
+    if (this.closed || !this.welcomed) return; // a listener closed the client
+    if (this.resumeToken !== undefined) {
+      this.sendResume();
+    } else {
+      this.sessionId = session;
+      this.resumeToken = resumeToken;
+      this.becomeReady();
+    }
+    this.connectWaiter?.resolve();
+    this.connectWaiter = undefined;
+  }
+
+  /** One `resume` frame with the previous token and every position held (or asked for). */
+  private sendResume(): void {
+    const id = this.nextId++;
+    const channels: Record<string, number> = {};
+    for (const state of this.channelStates.values()) {
+      const position = state.pendingAfter ?? state.position;
+      if (position === undefined) continue;
+      channels[state.name] = position;
+      state.inflight = id;
+    }
+    this.resumeId = id;
+    this.requests.set(id, { kind: 'resume' });
+    this.send({ type: 'resume', id, token: this.resumeToken!, channels });
+  }
+
+  private becomeReady(): void {
+    this.ready = true;
+    this.tries = 0;
+    this.backoffAttempt = 0;
+    for (const state of this.channelStates.values()) {
+      if (!state.confirmed && state.inflight === undefined && !state.retryTimer)
+        this.sendSubscribe(state);
+    }
+  }
+
+  private onSubscribed(frame: Record<string, unknown>): void {
+    const channel = String(frame.channel);
+    const id = typeof frame.id === 'number' ? frame.id : undefined;
+    const position = Number(frame.position);
+    if (id !== undefined && this.requests.get(id)?.kind === 'subscribe') this.requests.delete(id);
+    const state = this.channelStates.get(channel);
+    if (!state) {
+      // Unsubscribed while the subscription was being made: undo it on the gateway.
+      this.sendUnsubscribe(channel, noop);
+      return;
+    }
+    if (state.inflight === undefined || (id !== undefined && id !== state.inflight)) return; // superseded
+    state.inflight = undefined;
+    state.confirmed = true;
+    state.retries = 0;
+    // On a resume the gateway starts where the client said; the client's own count stays the
+    // reference, so a different answer shows up as a gap rather than as silent replays.
+    if (state.pendingAfter !== undefined || state.position === undefined) state.position = position;
+    state.pendingAfter = undefined;
+    const waiters = state.waiters.splice(0);
+    for (const waiter of waiters) waiter.resolve(position);
+  }
+
+  private onUnsubscribed(frame: Record<string, unknown>): void {
+    const id = typeof frame.id === 'number' ? frame.id : undefined;
+    const request = id === undefined ? undefined : this.requests.get(id);
+    if (id === undefined || request?.kind !== 'unsubscribe') return;
+    this.requests.delete(id);
+    request.resolve();
+  }
+
+  private onResumed(frame: Record<string, unknown>): void {
+    const id = typeof frame.id === 'number' ? frame.id : undefined;
+    if (this.resumeId === undefined || id !== this.resumeId) return;
+    this.requests.delete(id);
+    this.resumeId = undefined;
+    this.sessionId = String(frame.session);
+    this.resumeToken = String(frame.resumeToken);
+    this.counters.resumes++;
+    for (const state of this.channelStates.values()) {
+      if (state.inflight === id) state.inflight = undefined; // neither answered nor refused: resend
+    }
+    const channels =
+      typeof frame.channels === 'object' && frame.channels !== null
+        ? { ...(frame.channels as Record<string, number>) }
+        : {};
+    this.emit('resumed', { url: this.bases[this.urlIndex]!, session: this.sessionId, channels });
+    if (this.ws && !this.closed) this.becomeReady();
+  }
+
+  private onMessage(frame: Record<string, unknown>): void {
+    const state = this.channelStates.get(String(frame.channel));
+    const position = frame.position;
+    if (!state || state.position === undefined || typeof position !== 'number') return;
+    if (position <= state.position) {
+      this.counters.duplicates++;
+      return;
+    }
+    if (position > state.position + 1) {
+      this.counters.gaps++;
+      this.emit('error', {
+        code: 'gap',
+        message: `${state.name}: received position ${position} while holding ${state.position}; ${position - state.position - 1} missing`,
+        channel: state.name,
+      });
+    }
+    state.position = position;
+    this.counters.messages++;
+    this.emit('message', {
+      channel: state.name,
+      position,
+      data: frame.data,
+      time: typeof frame.time === 'number' ? frame.time : Date.now(),
+    });
+  }
+
+  private onError(frame: Record<string, unknown>): void {
+    const code = String(frame.code) as ErrorCode;
+    const message = typeof frame.message === 'string' ? frame.message : code;
+    const channel = typeof frame.channel === 'string' ? frame.channel : undefined;
+    const id = typeof frame.id === 'number' ? frame.id : undefined;
+    if (code === 'history_lost' && channel !== undefined) {
+      return this.onHistoryLost(channel, Number(frame.oldest), Number(frame.latest));
+    }
+    const request = id === undefined ? undefined : this.requests.get(id);
+    if (request?.kind === 'resume') {
+      if (code === 'invalid_token' || code === 'token_expired') {
+        // The gateway resumes the positions under a new session; `resumed` follows.
+        this.emit('error', { code, message });
+        return;
+      }
+      if (channel !== undefined) return this.channelFailed(channel, code, message, id);
+      return this.resumeRefused(id!, code, message);
+    }
+    if (request?.kind === 'subscribe') {
+      this.requests.delete(id!);
+      return this.channelFailed(request.channel, code, message, id);
+    }
+    if (request?.kind === 'unsubscribe') {
+      this.requests.delete(id!);
+      request.resolve();
+      return;
+    }
+    if (channel !== undefined && this.channelStates.has(channel)) {
+      // e.g. a catch-up that failed: the gateway dropped the subscription.
+      return this.channelFailed(channel, code, message, undefined);
+    }
+    this.emit('error', { code, message, ...(channel === undefined ? {} : { channel }) });
+  }
+
+  private onHistoryLost(channel: string, oldest: number, latest: number): void {
+    const state = this.channelStates.get(channel);
+    if (!state) return;
+    this.counters.historyLost++;
+    if (Number.isFinite(oldest) && (state.position === undefined || state.position < oldest - 1)) {
+      state.position = oldest - 1;
+    }
+    this.emit('history-lost', { channel, oldest, latest });
+  }
+
+  /** The whole resume was refused (e.g. too many channels): subscribe channel by channel. */
+  private resumeRefused(id: number, code: ErrorCode, message: string): void {
+    this.requests.delete(id);
+    this.resumeId = undefined;
+    if (this.welcome) {
+      this.sessionId = this.welcome.session;
+      this.resumeToken = this.welcome.resumeToken;
+    }
+    for (const state of this.channelStates.values()) {
+      if (state.inflight === id) state.inflight = undefined;
+    }
+    this.emit('error', { code, message });
+    this.becomeReady();
+  }
+
+  /** A subscription was refused or dropped by the gateway. */
+  private channelFailed(
+    channel: string,
+    code: ErrorCode,
+    message: string,
+    id: number | undefined,
+  ): void {
+    const state = this.channelStates.get(channel);
+    if (!state) return;
+    if (id !== undefined && state.inflight !== id) return; // answer to a superseded request
+    state.inflight = undefined;
+    state.confirmed = false;
+    if (code === 'store_unavailable' || code === 'rate_limited') {
+      this.emit('error', { code, message, channel });
+      this.retryChannel(state);
+      return;
+    }
+    this.channelStates.delete(channel);
+    clearTimeout(state.retryTimer);
+    if (state.waiters.length > 0) {
+      this.rejectWaiters(state, new StreamhealClientError(code, message, channel));
+    } else {
+      this.emit('error', { code, message, channel });
+    }
+  }
+
+  private retryChannel(state: ChannelState): void {
+    clearTimeout(state.retryTimer);
+    const delay = seedBackoff(state.retries++, this.backoff, this.random);
+    state.retryTimer = setTimeout(() => {
+      state.retryTimer = undefined;
+      if (
+        this.ready &&
+        this.channelStates.get(state.name) === state &&
+        !state.confirmed &&
+        state.inflight === undefined
+      ) {
+        this.sendSubscribe(state);
+      }
+    }, delay);
+  }
+
+  // Requests
+
+  private sendSubscribe(state: ChannelState): void {
+    const id = this.nextId++;
+    state.inflight = id;
+    this.requests.set(id, { kind: 'subscribe', channel: state.name });
+    const after = state.pendingAfter ?? state.position;
+    this.send({
+      type: 'subscribe',
+      id,
+      channel: state.name,
+      ...(after === undefined ? {} : { after }),
+    });
+  }
+
+  private sendUnsubscribe(channel: string, resolve: () => void): void {
+    if (!this.welcomed) return resolve();
+    const id = this.nextId++;
+    this.requests.set(id, { kind: 'unsubscribe', channel, resolve });
+    this.send({ type: 'unsubscribe', id, channel });
+  }
+
+  private send(frame: ClientFrame): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== OPEN) return; // the close event follows and the resume covers it
+    try {
+      ws.send(JSON.stringify(frame));
+    } catch {
+      // closing: the close event follows
+    }
+  }
+
+  private rejectWaiters(state: ChannelState, error: Error): void {
+    const waiters = state.waiters.splice(0);
+    for (const waiter of waiters) waiter.reject(error);
+  }
+}
