@@ -36,6 +36,8 @@ export class WsSession implements SubscriptionSink {
   private readonly bucket: TokenBucket;
   private refusals = 0;
   private closed = false;
+  /** Requests are handled one after another, in the order the client sent them. */
+  private handling: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly ws: WebSocket,
@@ -124,7 +126,8 @@ export class WsSession implements SubscriptionSink {
         message: 'too many requests',
       });
     }
-    void this.handle(parsed.frame);
+    const frame = parsed.frame;
+    this.handling = this.handling.then(() => this.handle(frame));
   }
 
   private async handle(frame: ClientFrame): Promise<void> {
