@@ -1,0 +1,186 @@
+/**
+ * The issue's must-have scenarios on the real local cluster: a control process and three
+ * gateway processes, clients over real sockets, SIGKILL for crashes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNodeClient } from '../../shared/client/node.js';
+import type { StreamhealClient } from '../../shared/client/StreamhealClient.js';
+import { startClusterProcess, type ClusterProcess } from '../support/cluster.js';
+import { childPids, eventually, killPids, waitUntilGone } from '../support/processes.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('local cluster (real processes)', () => {
+  let cluster: ClusterProcess;
+  const clients: StreamhealClient[] = [];
+
+  beforeAll(async () => {
+    cluster = await startClusterProcess({
+      controlPort: 17070,
+      portBase: 17081,
+      env: { STREAMHEAL_HISTORY_MAX_COUNT: '50' },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    const pids = [...childPids(cluster.pid), cluster.pid];
+    cluster.proc.kill('SIGTERM');
+    const left = await waitUntilGone(pids, 10_000);
+    killPids(left);
+    expect(left).toEqual([]);
+  }, 30_000);
+
+  async function publish(url: string, channel: string, data: unknown): Promise<number> {
+    const response = await fetch(`${url}/v1/publish`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${cluster.publishKey}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({ channel, data }),
+    });
+    if (response.status !== 200) throw new Error(`publish answered ${response.status}`);
+    return ((await response.json()) as { position: number }).position;
+  }
+
+  async function client(urls: string[], channel: string, after?: number) {
+    const c = createNodeClient({ urls });
+    clients.push(c);
+    const received: number[] = [];
+    c.on('message', (m) => {
+      if (m.channel === channel) received.push(m.position);
+    });
+    await c.connect();
+    await c.subscribe(channel, after === undefined ? {} : { after });
+    return { c, received };
+  }
+
+  async function gatewayPid(url: string): Promise<number> {
+    const status = (await (await fetch(`${cluster.controlUrl}/v1/status`)).json()) as {
+      nodes: { url: string; pid: number }[];
+    };
+    const node = status.nodes.find((n) => n.url === url);
+    if (!node) throw new Error(`no node at ${url}`);
+    return node.pid;
+  }
+
+  const range = (from: number, to: number) =>
+    Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+  it('delivers every message in order to clients on different gateways', async () => {
+    const [g1, g2, g3] = cluster.gatewayUrls as [string, string, string];
+    const a = await client([g1], 'fanout');
+    const b = await client([g2], 'fanout');
+    for (let i = 0; i < 100; i++) await publish(i % 2 ? g3 : g1, 'fanout', { i });
+    await eventually(
+      () => a.received.length === 100 && b.received.length === 100,
+      5_000,
+      '100 messages each',
+    );
+    expect(a.received).toEqual(range(1, 100));
+    expect(b.received).toEqual(range(1, 100));
+  });
+
+  it('resumes on another gateway after SIGKILL of its own, with every position exactly once', async () => {
+    const { c, received } = await client(cluster.gatewayUrls, 'crash');
+    const victimUrl = c.url!;
+    const victim = await gatewayPid(victimUrl);
+    const publishers = cluster.gatewayUrls.filter((u) => u !== victimUrl);
+    let published = 0;
+    let stop = false;
+    const publishing = (async () => {
+      while (!stop) {
+        published = await publish(publishers[published % 2]!, 'crash', { n: published });
+        await sleep(5);
+      }
+    })();
+    await eventually(() => received.length >= 50, 5_000, 'messages before the crash');
+    process.kill(victim, 'SIGKILL');
+    await eventually(() => c.url !== victimUrl && c.isConnected, 5_000, 'reconnected elsewhere');
+    await sleep(500);
+    stop = true;
+    await publishing;
+    await eventually(() => received.length === published, 5_000, `all ${published} messages`);
+    expect(received).toEqual(range(1, published));
+    expect(c.stats).toMatchObject({ duplicates: 0, gaps: 0 });
+    // Like ECS, the supervisor brings the dead gateway back on the same port.
+    await cluster.waitFor(/restarting on port/, 5_000);
+    await eventually(
+      async () => (await fetch(`${victimUrl}/readyz`)).status === 200,
+      15_000,
+      'gateway restarted',
+    );
+  }, 30_000);
+
+  it('lets a plain SSE client resume with Last-Event-ID on another gateway after a SIGKILL', async () => {
+    const [g1, g2, g3] = cluster.gatewayUrls as [string, string, string];
+    await eventually(
+      async () => (await fetch(`${g1}/readyz`)).status === 200,
+      15_000,
+      'gateway-1 ready',
+    );
+    const positions: number[] = [];
+    let lastEventId = '';
+    const stopReading = new AbortController();
+    const read = async (url: string, headers: Record<string, string>) => {
+      const response = await fetch(`${url}/v1/sse?channel=sse`, {
+        headers,
+        signal: stopReading.signal,
+      });
+      const decoder = new TextDecoder();
+      let buffer = '';
+      try {
+        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+          buffer += decoder.decode(chunk, { stream: true });
+          let end;
+          while ((end = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const id = /^id: (.*)$/m.exec(block)?.[1];
+            const data = /^data: (.*)$/m.exec(block)?.[1];
+            if (id && data) {
+              lastEventId = id;
+              positions.push((JSON.parse(data) as { position: number }).position);
+            }
+          }
+        }
+      } catch {
+        // the gateway died under us, or the test is over
+      }
+    };
+    const first = read(g1, {});
+    await sleep(200);
+    for (let i = 0; i < 20; i++) await publish(g3, 'sse', i);
+    await eventually(() => positions.length === 20, 5_000, '20 events');
+    process.kill(await gatewayPid(g1), 'SIGKILL');
+    await first;
+    for (let i = 20; i < 40; i++) await publish(g3, 'sse', i);
+    const second = read(g2, { 'last-event-id': lastEventId });
+    await eventually(() => positions.length === 40, 5_000, '40 events');
+    expect(positions).toEqual(range(1, 40));
+    stopReading.abort();
+    await second;
+  }, 30_000);
+
+  it('says history-lost when resuming beyond the history bound', async () => {
+    const [g1] = cluster.gatewayUrls as [string];
+    await eventually(
+      async () => (await fetch(`${g1}/readyz`)).status === 200,
+      15_000,
+      'gateway-1 ready',
+    );
+    for (let i = 0; i < 80; i++) await publish(g1, 'bounded', i);
+    const lost: { oldest: number; latest: number }[] = [];
+    const c = createNodeClient({ urls: [g1] });
+    clients.push(c);
+    c.on('history-lost', (event) => lost.push(event));
+    const received: number[] = [];
+    c.on('message', (m) => received.push(m.position));
+    await c.connect();
+    await c.subscribe('bounded', { after: 10 });
+    await eventually(() => received.length === 50, 5_000, 'the 50 held messages');
+    expect(lost).toEqual([expect.objectContaining({ channel: 'bounded', oldest: 31, latest: 80 })]);
+    expect(received).toEqual(range(31, 80));
+  });
+});
