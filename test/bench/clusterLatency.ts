@@ -1,0 +1,253 @@
+/**
+ * Publish-to-delivery latency across the local cluster (`streamheal start`: a control process
+ * and 3 gateways on the control link): subscribers spread over the 3 gateways, a moderate
+ * fixed publish rate through gateway-1, latency = receive time - `data.t` stamped by the
+ * publisher just before sending (same machine clock, fractional ms).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { busyCores, cpuSeconds, cpuTimes, describeCpus } from './cpu.js';
+import { benchFile, freePort, sleep, start, type Proc } from './procs.js';
+
+export interface LatencyOptions {
+  tmp: string;
+  clients: Proc[];
+  publisher: Proc;
+  subscribers: number;
+  /** Publishes per second. */
+  rate: number;
+  durationMs: number;
+}
+
+export interface LatencyResult {
+  subscribers: number;
+  rate: number;
+  durationMs: number;
+  samples: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  lost: number;
+  /** CPU used by processes outside this benchmark (and its cluster) during the window, in cores. */
+  otherCpu: number;
+  machine: string;
+}
+
+const CHANNEL = 'latency';
+
+function log(line: string): void {
+  process.stderr.write(`[bench] ${line}\n`);
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** `count` consecutive free ports below the ephemeral range, away from the defaults (8081...). */
+async function freePortRange(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 10_000);
+    const free = await Promise.all(Array.from({ length: count }, (_, i) => portFree(base + i)));
+    if (free.every(Boolean)) return base;
+  }
+  throw new Error(`no ${count} consecutive free ports found`);
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+function cpuSecondsOrZero(pid: number): number {
+  try {
+    return cpuSeconds(pid);
+  } catch {
+    return 0;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function measureClusterLatency(options: LatencyOptions): Promise<LatencyResult> {
+  const cli = benchFile('../../workers/cli/main.js');
+  if (!existsSync(cli)) throw new Error(`${cli} not found (the local cluster CLI is not built)`);
+  const clusterFile = join(options.tmp, 'cluster.json');
+  const portBase = await freePortRange(3);
+  let controlPort = await freePort();
+  while (controlPort >= portBase && controlPort < portBase + 3) controlPort = await freePort();
+  const publishKey = `bench-${Math.random().toString(36).slice(2)}-key`;
+  log(
+    `latency: starting the local cluster (gateways on ${portBase}-${portBase + 2}, control on ${controlPort})`,
+  );
+  const proc = start({
+    name: 'cluster',
+    script: cli,
+    args: [
+      'start',
+      '--gateways',
+      '3',
+      '--port-base',
+      String(portBase),
+      '--control-port',
+      String(controlPort),
+    ],
+    logFile: join(options.tmp, 'cluster.log'),
+    env: {
+      STREAMHEAL_CLUSTER_FILE: clusterFile,
+      STREAMHEAL_PUBLISH_KEY: publishKey,
+      STREAMHEAL_CLUSTER_SECRET: Math.random().toString(36).slice(2).padEnd(32, 'x'),
+      STREAMHEAL_LOG_LEVEL: 'warn',
+    },
+  });
+  let gatewayPids: number[] = [];
+  try {
+    const deadline = Date.now() + 60_000;
+    while (!existsSync(clusterFile)) {
+      if (!proc.running)
+        throw new Error(
+          `the cluster exited while starting (see ${join(options.tmp, 'cluster.log')})`,
+        );
+      if (Date.now() > deadline) throw new Error('the cluster was not ready after 60 s');
+      await sleep(200);
+    }
+    const file = JSON.parse(readFileSync(clusterFile, 'utf8')) as {
+      control: string;
+      gateways: { name: string; url: string }[];
+      publishKey: string;
+    };
+    const status = (await (await fetch(`${file.control}/v1/status`)).json()) as {
+      processes?: { pid?: number }[];
+    };
+    gatewayPids = (status.processes ?? [])
+      .map((p) => p.pid)
+      .filter((p): p is number => typeof p === 'number');
+    const wsUrls = file.gateways.map((g) => `${g.url.replace(/^http/, 'ws')}/v1/ws`);
+    log(
+      `latency: cluster up (${file.gateways.length} gateways, pids ${gatewayPids.join(', ') || 'unknown'}); connecting ${options.subscribers} subscribers`,
+    );
+
+    const { clients, publisher, subscribers } = options;
+    const shares = clients.map(
+      (_, i) =>
+        Math.floor(subscribers / clients.length) + (i < subscribers % clients.length ? 1 : 0),
+    );
+    const connected = await Promise.all(
+      clients.map((c, i) =>
+        c.request<{ connected: number; failure?: string }>('connect', {
+          urls: wsUrls,
+          count: shares[i],
+          channel: CHANNEL,
+          concurrency: 20,
+          mode: 'parse',
+        }),
+      ),
+    );
+    const total = connected.reduce((n, c) => n + c.connected, 0);
+    if (total !== subscribers)
+      throw new Error(
+        `only ${total}/${subscribers} subscribed (${connected.find((c) => c.failure)?.failure})`,
+      );
+    await sleep(500);
+
+    await publisher.request('start', {
+      url: file.gateways[0]!.url,
+      key: file.publishKey,
+      channel: CHANNEL,
+      rate: options.rate,
+    });
+    await sleep(1_000); // warm-up
+    await Promise.all(clients.map((c) => c.request('startLatency')));
+    // Everything of ours: load generators, this process, the cluster's control and gateways.
+    const ourPids = [
+      process.pid,
+      proc.pid,
+      publisher.pid,
+      ...clients.map((c) => c.pid),
+      ...gatewayPids,
+    ];
+    const ours = () => ourPids.reduce((n, pid) => n + cpuSecondsOrZero(pid), 0);
+    const [m0, o0, t0] = [cpuTimes(), ours(), performance.now()];
+    await sleep(options.durationMs);
+    const [m1, o1, t1] = [cpuTimes(), ours(), performance.now()];
+    const wall = (t1 - t0) / 1000;
+    const otherCpu = Math.max(0, busyCores(m0, m1) - (o1 - o0) / wall);
+    const machine = describeCpus(m0, m1);
+    log(`latency: window done; ${machine}; other processes ${otherCpu.toFixed(2)} cores`);
+    const totals = await publisher.request<{ ok: number; failed: number; firstError?: string }>(
+      'stop',
+    );
+    if (totals.failed > 0) log(`latency: ${totals.failed} publishes failed (${totals.firstError})`);
+    const expected = totals.ok * subscribers;
+    const received = async () =>
+      (await Promise.all(clients.map((c) => c.request<{ messages: number }>('snapshot')))).reduce(
+        (n, s) => n + s.messages,
+        0,
+      );
+    const drainBy = Date.now() + 5_000;
+    while ((await received()) < expected && Date.now() < drainBy) await sleep(100);
+    const lost = expected - (await received());
+    const parts = await Promise.all(clients.map((c) => c.request<number[]>('stopLatency')));
+    await Promise.all(clients.map((c) => c.request('close')));
+
+    const all = new Float64Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const part of parts) {
+      all.set(part, at);
+      at += part.length;
+    }
+    all.sort();
+    return {
+      subscribers,
+      rate: options.rate,
+      durationMs: options.durationMs,
+      samples: all.length,
+      p50: percentile(all, 50),
+      p90: percentile(all, 90),
+      p99: percentile(all, 99),
+      max: all.length ? all[all.length - 1]! : NaN,
+      lost,
+      otherCpu,
+      machine,
+    };
+  } finally {
+    if (gatewayPids.length === 0 && proc.running) {
+      // Learn the gateway pids even if the run failed early, so none can outlive the bench.
+      try {
+        const file = JSON.parse(readFileSync(clusterFile, 'utf8')) as { control: string };
+        const status = (await (
+          await fetch(`${file.control}/v1/status`, { signal: AbortSignal.timeout(2_000) })
+        ).json()) as {
+          processes?: { pid?: number }[];
+        };
+        gatewayPids = (status.processes ?? [])
+          .map((p) => p.pid)
+          .filter((p): p is number => typeof p === 'number');
+      } catch {
+        /* no cluster file or no status: the supervisor still stops its children with it */
+      }
+    }
+    await proc.stop(15_000);
+    for (const pid of gatewayPids) {
+      if (!alive(pid)) continue;
+      log(`latency: gateway pid ${pid} still running after the cluster stopped; killing it`);
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+}
