@@ -8,7 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { busyCores, cpuSeconds, cpuTimes, describeCpus } from './cpu.js';
-import { benchFile, freePort, sleep, start, type Proc } from './procs.js';
+import { benchFile, freePort, log, sleep, start, type Proc } from './procs.js';
+import { connectSubscribers } from './subscribers.js';
 
 export interface LatencyOptions {
   tmp: string;
@@ -37,10 +38,6 @@ export interface LatencyResult {
 
 const CHANNEL = 'latency';
 
-function log(line: string): void {
-  process.stderr.write(`[bench] ${line}\n`);
-}
-
 function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
@@ -62,6 +59,15 @@ async function freePortRange(count: number): Promise<number> {
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** Pids of the supervised gateways, from the control process's status. */
+async function gatewayPidsOf(control: string): Promise<number[]> {
+  const res = await fetch(`${control}/v1/status`, { signal: AbortSignal.timeout(5_000) });
+  const status = (await res.json()) as { processes?: { pid?: number }[] };
+  return (status.processes ?? [])
+    .map((p) => p.pid)
+    .filter((p): p is number => typeof p === 'number');
 }
 
 function cpuSecondsOrZero(pid: number): number {
@@ -128,38 +134,20 @@ export async function measureClusterLatency(options: LatencyOptions): Promise<La
       gateways: { name: string; url: string }[];
       publishKey: string;
     };
-    const status = (await (await fetch(`${file.control}/v1/status`)).json()) as {
-      processes?: { pid?: number }[];
-    };
-    gatewayPids = (status.processes ?? [])
-      .map((p) => p.pid)
-      .filter((p): p is number => typeof p === 'number');
+    gatewayPids = await gatewayPidsOf(file.control);
     const wsUrls = file.gateways.map((g) => `${g.url.replace(/^http/, 'ws')}/v1/ws`);
     log(
       `latency: cluster up (${file.gateways.length} gateways, pids ${gatewayPids.join(', ') || 'unknown'}); connecting ${options.subscribers} subscribers`,
     );
 
     const { clients, publisher, subscribers } = options;
-    const shares = clients.map(
-      (_, i) =>
-        Math.floor(subscribers / clients.length) + (i < subscribers % clients.length ? 1 : 0),
-    );
-    const connected = await Promise.all(
-      clients.map((c, i) =>
-        c.request<{ connected: number; failure?: string }>('connect', {
-          urls: wsUrls,
-          count: shares[i],
-          channel: CHANNEL,
-          concurrency: 20,
-          mode: 'parse',
-        }),
-      ),
-    );
-    const total = connected.reduce((n, c) => n + c.connected, 0);
-    if (total !== subscribers)
-      throw new Error(
-        `only ${total}/${subscribers} subscribed (${connected.find((c) => c.failure)?.failure})`,
-      );
+    await connectSubscribers(clients, {
+      urls: wsUrls,
+      total: subscribers,
+      channel: CHANNEL,
+      concurrency: 20,
+      mode: 'parse',
+    });
     await sleep(500);
 
     await publisher.request('start', {
@@ -227,14 +215,7 @@ export async function measureClusterLatency(options: LatencyOptions): Promise<La
       // Learn the gateway pids even if the run failed early, so none can outlive the bench.
       try {
         const file = JSON.parse(readFileSync(clusterFile, 'utf8')) as { control: string };
-        const status = (await (
-          await fetch(`${file.control}/v1/status`, { signal: AbortSignal.timeout(2_000) })
-        ).json()) as {
-          processes?: { pid?: number }[];
-        };
-        gatewayPids = (status.processes ?? [])
-          .map((p) => p.pid)
-          .filter((p): p is number => typeof p === 'number');
+        gatewayPids = await gatewayPidsOf(file.control);
       } catch {
         /* no cluster file or no status: the supervisor still stops its children with it */
       }

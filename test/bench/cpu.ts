@@ -1,6 +1,6 @@
 /** CPU accounting from /proc: per-process and per-CPU times, and waiting for a quiet machine. */
 import { readFileSync } from 'node:fs';
-import { sleep } from './procs.js';
+import { log, sleep } from './procs.js';
 
 export type CpuTimes = Array<{ busy: number; softirq: number; steal: number; total: number }>;
 
@@ -41,10 +41,6 @@ export function describeCpus(a: CpuTimes, b: CpuTimes): string {
 /** Cores used between two cpuTimes() readings, over all CPUs. */
 export function busyCores(a: CpuTimes, b: CpuTimes): number {
   return b.reduce((n, t, i) => n + (t.busy - a[i]!.busy) / (t.total - a[i]!.total || 1), 0);
-}
-
-function log(line: string): void {
-  process.stderr.write(`[bench] ${line}\n`);
 }
 
 /**

@@ -9,6 +9,11 @@ import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/** Progress goes to stderr, so stdout holds only the report. */
+export function log(line: string): void {
+  process.stderr.write(`[bench] ${line}\n`);
+}
+
 /** Compiled file next to this one (dist/test/bench/...), or relative to it. */
 export function benchFile(relative: string): string {
   return fileURLToPath(new URL(relative, import.meta.url));

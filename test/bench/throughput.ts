@@ -17,10 +17,12 @@ import { join } from 'node:path';
 import { measureClusterLatency, type LatencyResult } from './clusterLatency.js';
 import { cpuSeconds, cpuTimes, describeCpus, waitQuiet } from './cpu.js';
 import { summarizeCpuProfile } from './cpuProfile.js';
+import { connectSubscribers } from './subscribers.js';
 import {
   addCleanup,
   benchFile,
   freePort,
+  log,
   rssOf,
   sleep,
   start,
@@ -111,10 +113,6 @@ interface ServerUnderTest {
 
 function sum<T>(items: T[], pick: (item: T, index: number) => number): number {
   return items.reduce((total, item, index) => total + pick(item, index), 0);
-}
-
-function log(line: string): void {
-  process.stderr.write(`[bench] ${line}\n`);
 }
 
 export async function runThroughput(options: ThroughputOptions): Promise<void> {
@@ -256,27 +254,15 @@ async function measure(
   const idleRss = rssOf(proc.pid);
 
   log(`${name}: connecting ${subscribers} subscribers`);
-  const shares = clients.map(
-    (_, i) => Math.floor(subscribers / clients.length) + (i < subscribers % clients.length ? 1 : 0),
-  );
-  const connected = await Promise.all(
-    clients.map((c, i) =>
-      c.request<{ connected: number; failed: number; failure?: string; ms: number }>('connect', {
-        urls: [server.wsUrl],
-        count: shares[i],
-        channel: CHANNEL,
-        concurrency: 100,
-        mode: 'scan',
-      }),
-    ),
-  );
-  const connectMs = Math.max(...connected.map((c) => c.ms));
-  const total = sum(connected, (c) => c.connected);
-  if (total !== subscribers) {
-    throw new Error(
-      `${name}: only ${total}/${subscribers} subscribed (${connected.find((c) => c.failure)?.failure})`,
-    );
-  }
+  const connectMs = await connectSubscribers(clients, {
+    urls: [server.wsUrl],
+    total: subscribers,
+    channel: CHANNEL,
+    concurrency: 100,
+    mode: 'scan',
+  }).catch((error: Error) => {
+    throw new Error(`${name}: ${error.message}`);
+  });
   await sleep(options.idleMs);
   const loadedRss = rssOf(proc.pid);
   log(
