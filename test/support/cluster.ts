@@ -1,0 +1,108 @@
+/**
+ * The local cluster as a real process (`node dist/workers/cli/main.js start`) for integration
+ * tests, and the CLI run against it.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  childPids,
+  dist,
+  eventually,
+  killPids,
+  runNode,
+  spawnNode,
+  type RunResult,
+  type Spawned,
+} from './processes.js';
+
+export interface ClusterProcess extends Spawned {
+  publishKey: string;
+  controlUrl: string;
+  gatewayUrls: string[];
+  /** Cluster file of this cluster (in a fresh temp directory). */
+  clusterFile: string;
+  /** Environment that points the CLI at this cluster (STREAMHEAL_CLUSTER_FILE). */
+  env: Record<string, string>;
+  /** Pids of the gateway processes, as the control process's children. */
+  gatewayPids(): number[];
+  /** Runs `streamheal ...args` against this cluster. */
+  cli(args: string[], env?: Record<string, string>): Promise<RunResult>;
+  /** SIGKILLs the control process and its gateways if still running; removes the temp dir. */
+  dispose(): void;
+}
+
+export interface ClusterProcessOptions {
+  controlPort: number;
+  portBase: number;
+  /** @default 3 */
+  gateways?: number;
+  env?: Record<string, string>;
+  /** @default 30_000 */
+  readyTimeoutMs?: number;
+}
+
+export const READY_LINE = /streamheal cluster ready: (\d+) gateways, control (\S+)/;
+
+export async function startClusterProcess(options: ClusterProcessOptions): Promise<ClusterProcess> {
+  const gateways = options.gateways ?? 3;
+  const dir = mkdtempSync(join(tmpdir(), 'streamheal-test-'));
+  const clusterFile = join(dir, 'cluster.json');
+  const env = { STREAMHEAL_CLUSTER_FILE: clusterFile, ...options.env };
+  const child = spawnNode(
+    dist('workers/cli/main.js'),
+    [
+      'start',
+      '--gateways',
+      String(gateways),
+      '--port-base',
+      String(options.portBase),
+      '--control-port',
+      String(options.controlPort),
+    ],
+    env,
+  );
+  try {
+    const ready = await child.waitFor(READY_LINE, options.readyTimeoutMs ?? 30_000);
+    const key = await child.waitFor(/publish key\s+(\S+)/, 1_000);
+    const gatewayUrls = Array.from(
+      { length: gateways },
+      (_, i) => `http://127.0.0.1:${options.portBase + i}`,
+    );
+    const gatewayPids = () => childPids(child.pid);
+    await eventually(
+      () => gatewayPids().length === gateways,
+      5_000,
+      `${gateways} gateway processes`,
+    );
+    return {
+      ...child,
+      publishKey: key[1]!,
+      controlUrl: ready[2]!,
+      gatewayUrls,
+      clusterFile,
+      env,
+      gatewayPids,
+      cli: (args, extra = {}) => runCli(args, { ...env, ...extra }),
+      dispose: () => {
+        if (child.proc.exitCode === null && child.proc.signalCode === null) {
+          killPids([...gatewayPids(), child.pid]);
+        }
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    killPids([...childPids(child.pid), child.pid]);
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Runs `streamheal ...args` (the compiled CLI) to completion. */
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  timeoutMs?: number,
+): Promise<RunResult> {
+  return runNode(dist('workers/cli/main.js'), args, env, timeoutMs);
+}

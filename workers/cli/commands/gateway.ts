@@ -1,0 +1,43 @@
+/** `streamheal gateway`: one gateway in this process, configured by the environment. */
+import { CliError, ExitCodes, UsageError, parse, type Command } from '../args.js';
+
+export const gateway: Command = {
+  summary: 'run one gateway in this process (configured by STREAMHEAL_* variables)',
+  help: `Usage: streamheal gateway
+
+Runs one gateway in this process until SIGINT / SIGTERM. Configured by the environment:
+  STREAMHEAL_NODE_ID            node id (default gateway-1)
+  STREAMHEAL_HOST, STREAMHEAL_PORT   address to listen on (default 127.0.0.1:8081)
+  STREAMHEAL_STORE              memory (a single node with its own store, the default) or
+                                link (the store and bus of a control process)
+  STREAMHEAL_CONTROL_URL        control link with STREAMHEAL_STORE=link (default ws://127.0.0.1:7070/v1/link)
+  STREAMHEAL_CLUSTER_SECRET     control link secret and resume-token key (required with link)
+  STREAMHEAL_PUBLISH_KEY        bearer key of POST /v1/publish (generated and logged when unset)
+  STREAMHEAL_CORS_ORIGINS       browser origins allowed, comma-separated (* for any)
+  STREAMHEAL_MAX_FRAME_BYTES, STREAMHEAL_MAX_CHANNELS, STREAMHEAL_REQUESTS_PER_SECOND,
+  STREAMHEAL_MAX_BUFFERED_BYTES, STREAMHEAL_SSE_RETRY_MS,
+  STREAMHEAL_HISTORY_MAX_COUNT, STREAMHEAL_HISTORY_MAX_AGE_MS, STREAMHEAL_LOG_LEVEL
+
+Endpoints: GET /v1/ws (WebSocket), GET /v1/sse?channel=…, POST /v1/publish, GET /metrics,
+GET /healthz, GET /readyz.
+`,
+  async run(argv) {
+    const { values, positionals } = parse('gateway', argv, {});
+    if (values.help) {
+      process.stdout.write(gateway.help);
+      return ExitCodes.ok;
+    }
+    if (positionals.length)
+      throw new UsageError(`unexpected argument ${positionals[0]}`, 'gateway');
+    // The gateway entry configures itself from the environment and handles its own signals.
+    try {
+      await import('../../gateway/main.js');
+    } catch (error) {
+      const issues = (error as { issues?: { path: PropertyKey[]; message: string }[] }).issues;
+      if (!issues) throw error;
+      const list = issues.map((issue) => `${issue.path.map(String).join('.')}: ${issue.message}`);
+      throw new CliError(`invalid gateway configuration: ${list.join('; ')}`);
+    }
+    return new Promise<number>(() => undefined);
+  },
+};

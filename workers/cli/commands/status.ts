@@ -1,0 +1,108 @@
+/** `streamheal status`: the cluster's gateways and channels, from the control process. */
+import type { ClusterStatus } from '../../control/ControlServer.js';
+import type { ChildStatus } from '../../control/Supervisor.js';
+import type { NodeRecord } from '../../gateway/Gateway.js';
+import {
+  CliError,
+  ExitCodes,
+  NO_CLUSTER,
+  UsageError,
+  baseUrl,
+  clusterFile,
+  describeFetchError,
+  parse,
+  table,
+  type Command,
+} from '../args.js';
+
+export const status: Command = {
+  summary: 'show the gateways (connections, subscriptions) and channels of a cluster',
+  help: `Usage: streamheal status [options]
+
+Shows every gateway of the cluster (state, url, pid, WebSocket and SSE connections,
+subscriptions, channels) and every channel (latest position, messages held).
+
+Options:
+  --url URL   control process, e.g. http://127.0.0.1:7070
+              (default: $STREAMHEAL_CONTROL_URL, else the cluster file of \`streamheal start\`)
+  --json      print the status as JSON
+  -h, --help  show this help
+`,
+  async run(argv) {
+    const { values, positionals } = parse('status', argv, {
+      url: { type: 'string' },
+      json: { type: 'boolean' },
+    });
+    if (values.help) {
+      process.stdout.write(status.help);
+      return ExitCodes.ok;
+    }
+    if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}`, 'status');
+    const given = (values.url as string | undefined) ?? process.env.STREAMHEAL_CONTROL_URL;
+    const file = given ? undefined : await clusterFile();
+    if (!given && !file) throw new CliError(NO_CLUSTER);
+    const control = baseUrl(given ?? file!.control, 'control URL');
+
+    let body: ClusterStatus;
+    try {
+      const res = await fetch(`${control}/v1/status`, { signal: AbortSignal.timeout(5_000) });
+      if (!res.ok)
+        throw new CliError(`${control}/v1/status answered ${res.status} ${await res.text()}`);
+      body = (await res.json()) as ClusterStatus;
+    } catch (error) {
+      if (error instanceof CliError) throw error;
+      const hint = file
+        ? ` (the cluster file names it; is the cluster still running? \`npm start\` starts one)`
+        : '';
+      throw new CliError(
+        `cannot reach the control process at ${control}: ${describeFetchError(error)}${hint}`,
+      );
+    }
+    process.stdout.write(
+      values.json ? `${JSON.stringify(body, null, 2)}\n` : `${formatStatus(body)}\n`,
+    );
+    return ExitCodes.ok;
+  },
+};
+
+export function formatStatus(status: ClusterStatus): string {
+  const nodes = new Map<string, NodeRecord>(status.nodes.map((node) => [node.id, node]));
+  const processes = new Map<string, ChildStatus>(status.processes.map((p) => [p.name, p]));
+  const names = [...new Set([...processes.keys(), ...nodes.keys()])];
+  const rows = [
+    ['NODE', 'STATE', 'URL', 'PID', 'WS', 'SSE', 'SUBSCRIPTIONS', 'CHANNELS', 'RESTARTS'],
+  ];
+  for (const name of names) {
+    const node = nodes.get(name);
+    const proc = processes.get(name);
+    const state = !proc
+      ? 'registered'
+      : proc.state === 'ready' && !node
+        ? 'unregistered'
+        : proc.state;
+    const cell = (value: number | string | undefined) =>
+      value === undefined ? '-' : String(value);
+    rows.push([
+      name,
+      state,
+      cell(node?.url),
+      cell(node?.pid ?? proc?.pid),
+      cell(node?.connections.ws),
+      cell(node?.connections.sse),
+      cell(node?.subscriptions),
+      cell(node?.channels),
+      cell(proc?.restarts),
+    ]);
+  }
+  const lines = [`control ${status.control.url} (pid ${status.control.pid})`, '', table(rows), ''];
+  if (status.channels.length === 0) lines.push('no channels yet');
+  else {
+    lines.push(
+      table([
+        ['CHANNEL', 'LATEST', 'HELD'],
+        ...status.channels.map((c) => [c.channel, String(c.latest), String(c.held)]),
+      ]),
+    );
+  }
+  return lines.join('\n');
+}

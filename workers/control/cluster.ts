@@ -1,0 +1,269 @@
+/**
+ * The local cluster (`streamheal start`): one control process holding the embedded store and
+ * bus, served to the gateways over the control link, and a Supervisor keeping N gateway
+ * processes running on fixed ports.
+ */
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { InProcessBus } from '../../shared/bus/InProcessBus.js';
+import { MemoryStore } from '../../shared/store/MemoryStore.js';
+import { DEFAULT_HISTORY_LIMITS, type HistoryLimits } from '../../shared/store/StateStore.js';
+import type { Logger } from '../../shared/telemetry/logger.js';
+import { clusterFilePath, removeClusterFile, writeClusterFile } from './clusterFile.js';
+import { ControlServer, LINK_PATH } from './ControlServer.js';
+import { Supervisor, type SupervisorOptions } from './Supervisor.js';
+
+export const CLUSTER_DEFAULTS = {
+  host: '127.0.0.1',
+  controlPort: 7070,
+  gateways: 3,
+  portBase: 8081,
+} as const;
+
+export interface ClusterOptions {
+  /** Address of the control server and every gateway. @default '127.0.0.1' */
+  host?: string;
+  /** @default 7070 */
+  controlPort?: number;
+  /** Number of gateway processes. @default 3 */
+  gateways?: number;
+  /** Port of `gateway-1`; `gateway-i` listens on `portBase + i - 1`. @default 8081 */
+  portBase?: number;
+  /** Bearer key of POST /v1/publish. @default $STREAMHEAL_PUBLISH_KEY, else generated */
+  publishKey?: string;
+  /** Authenticates the control link and signs resume tokens. @default $STREAMHEAL_CLUSTER_SECRET, else generated */
+  clusterSecret?: string;
+  /** Where to write the cluster file; `false` for none. @default clusterFilePath() */
+  clusterFile?: string | false;
+  /** History kept per channel by the embedded store. @default $STREAMHEAL_HISTORY_MAX_COUNT / _AGE_MS, else 10,000 messages / 10 min */
+  historyLimits?: HistoryLimits;
+  /** @default the compiled gateway entry, ../gateway/main.js */
+  gatewayScript?: string;
+  /** Extra environment for every gateway. */
+  gatewayEnv?: Record<string, string>;
+  logger: Logger;
+  /** Passed to the Supervisor (tests capture children's output with it). */
+  output?: SupervisorOptions['output'];
+  /** @default 20_000 */
+  readyTimeoutMs?: number;
+}
+
+export interface GatewayEndpoints {
+  name: string;
+  port: number;
+  url: string;
+  ws: string;
+  sse: string;
+  publish: string;
+  metrics: string;
+}
+
+export class ClusterConfigError extends Error {}
+
+export class LocalCluster {
+  readonly control: ControlServer;
+  readonly supervisor: Supervisor;
+  readonly gateways: GatewayEndpoints[];
+  readonly publishKey: string;
+  /** Path of the cluster file (written once every gateway is ready), if any. */
+  readonly clusterFile: string | undefined;
+  private readonly store: MemoryStore;
+  private readonly bus: InProcessBus;
+  private readonly logger: Logger;
+  private stopping?: Promise<void>;
+  private fileWritten = false;
+  private readonly removeFileOnExit = () => {
+    if (this.fileWritten && this.clusterFile) rmSync(this.clusterFile, { force: true });
+  };
+
+  constructor(options: ClusterOptions) {
+    const env = process.env;
+    const host = options.host ?? CLUSTER_DEFAULTS.host;
+    const controlPort = options.controlPort ?? CLUSTER_DEFAULTS.controlPort;
+    const count = options.gateways ?? CLUSTER_DEFAULTS.gateways;
+    const portBase = options.portBase ?? CLUSTER_DEFAULTS.portBase;
+    const publishKey = options.publishKey ?? (env.STREAMHEAL_PUBLISH_KEY || secret());
+    const clusterSecret = options.clusterSecret ?? (env.STREAMHEAL_CLUSTER_SECRET || secret());
+    validate({ controlPort, count, portBase, publishKey, clusterSecret });
+    this.publishKey = publishKey;
+    this.clusterFile =
+      options.clusterFile === false ? undefined : (options.clusterFile ?? clusterFilePath());
+    this.logger = options.logger;
+
+    this.store = new MemoryStore({
+      limits: options.historyLimits ?? {
+        maxCount: positiveInt(env.STREAMHEAL_HISTORY_MAX_COUNT) ?? DEFAULT_HISTORY_LIMITS.maxCount,
+        maxAgeMs: positiveInt(env.STREAMHEAL_HISTORY_MAX_AGE_MS) ?? DEFAULT_HISTORY_LIMITS.maxAgeMs,
+      },
+    });
+    this.bus = new InProcessBus({
+      onHandlerError: (error, event) =>
+        this.logger.error({ err: error, event: event.id }, 'bus handler failed'),
+    });
+    this.gateways = Array.from({ length: count }, (_, i) => {
+      const port = portBase + i;
+      const url = `http://${host}:${port}`;
+      return {
+        name: `gateway-${i + 1}`,
+        port,
+        url,
+        ws: `ws://${host}:${port}/v1/ws`,
+        sse: `${url}/v1/sse`,
+        publish: `${url}/v1/publish`,
+        metrics: `${url}/metrics`,
+      };
+    });
+    this.control = new ControlServer({
+      host,
+      port: controlPort,
+      secret: clusterSecret,
+      store: this.store,
+      bus: this.bus,
+      logger: this.logger,
+      processes: () => this.supervisor.status(),
+    });
+    const script =
+      options.gatewayScript ?? fileURLToPath(new URL('../gateway/main.js', import.meta.url));
+    this.supervisor = new Supervisor({
+      logger: this.logger,
+      bus: this.bus,
+      output: options.output,
+      readyTimeoutMs: options.readyTimeoutMs,
+      children: this.gateways.map(({ name, port }) => ({
+        name,
+        port,
+        host,
+        script,
+        env: {
+          ...options.gatewayEnv,
+          STREAMHEAL_NODE_ID: name,
+          STREAMHEAL_HOST: host,
+          STREAMHEAL_PORT: String(port),
+          STREAMHEAL_STORE: 'link',
+          STREAMHEAL_CONTROL_URL: `ws://${host}:${controlPort}${LINK_PATH}`,
+          STREAMHEAL_CLUSTER_SECRET: clusterSecret,
+          STREAMHEAL_PUBLISH_KEY: publishKey,
+        },
+      })),
+    });
+  }
+
+  /**
+   * Starts the control server, then the gateways; resolves when every gateway is ready and the
+   * cluster file is written. On failure (or a `stop()` meanwhile) everything started is stopped.
+   */
+  async start(): Promise<void> {
+    try {
+      await this.control.listen();
+      this.assertRunning();
+      await this.supervisor.start();
+      this.assertRunning();
+      if (this.clusterFile) {
+        process.on('exit', this.removeFileOnExit);
+        this.fileWritten = true;
+        await writeClusterFile(this.clusterFile, {
+          version: 1,
+          pid: process.pid,
+          startedAt: new Date().toISOString(),
+          control: this.control.url,
+          gateways: this.gateways.map(({ name, url }) => ({ name, url })),
+          publishKey: this.publishKey,
+        });
+      }
+    } catch (error) {
+      await this.stop();
+      throw error;
+    }
+  }
+
+  /** Stops the gateways, then the control server, store and bus; removes the cluster file. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const warn = (what: string) => (error: unknown) =>
+        this.logger.warn({ err: error }, `${what} failed`);
+      await this.supervisor.stop();
+      await this.control.close().catch(warn('closing the control server'));
+      await Promise.all([this.store.close(), this.bus.close()]).catch(
+        warn('closing the store and bus'),
+      );
+      if (this.clusterFile && this.fileWritten) {
+        await removeClusterFile(this.clusterFile).catch(warn('removing the cluster file'));
+      }
+      process.off('exit', this.removeFileOnExit);
+      this.logger.info('cluster stopped');
+    })();
+    return this.stopping;
+  }
+
+  private assertRunning(): void {
+    if (this.stopping) throw new Error('cluster stopped while starting');
+  }
+}
+
+/** Creates and starts a local cluster. */
+export async function startCluster(options: ClusterOptions): Promise<LocalCluster> {
+  const cluster = new LocalCluster(options);
+  await cluster.start();
+  return cluster;
+}
+
+/** The banner printed once the cluster is ready. */
+export function describeCluster(cluster: LocalCluster): string {
+  const rows = [
+    ['gateway', 'WebSocket', 'SSE', 'publish', 'metrics'],
+    ...cluster.gateways.map((g) => [g.name, g.ws, g.sse, `POST ${g.publish}`, g.metrics]),
+  ];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+  const lines = rows.map(
+    (row) =>
+      `  ${row
+        .map((cell, i) => cell.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd()}`,
+  );
+  return [
+    `streamheal cluster ready: ${cluster.gateways.length} gateways, control ${cluster.control.url}`,
+    ...lines,
+    `  status        ${cluster.control.url}/v1/status`,
+    `  publish key   ${cluster.publishKey}`,
+    ...(cluster.clusterFile ? [`  cluster file  ${cluster.clusterFile}`] : []),
+    `try: streamheal tail demo   and   streamheal publish demo '{"hello":"world"}'`,
+    'Ctrl-C stops the cluster.',
+  ].join('\n');
+}
+
+function secret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+function positiveInt(value: string | undefined): number | undefined {
+  const n = Number(value);
+  return value && Number.isInteger(n) && n > 0 ? n : undefined;
+}
+
+function validate(o: {
+  controlPort: number;
+  count: number;
+  portBase: number;
+  publishKey: string;
+  clusterSecret: string;
+}): void {
+  const port = (n: number) => Number.isInteger(n) && n > 0 && n <= 65535;
+  if (!port(o.controlPort)) throw new ClusterConfigError(`invalid control port ${o.controlPort}`);
+  if (!Number.isInteger(o.count) || o.count < 1)
+    throw new ClusterConfigError(`invalid gateway count ${o.count}: at least 1`);
+  if (!port(o.portBase) || !port(o.portBase + o.count - 1)) {
+    throw new ClusterConfigError(`invalid port base ${o.portBase} for ${o.count} gateways`);
+  }
+  if (o.controlPort >= o.portBase && o.controlPort < o.portBase + o.count) {
+    throw new ClusterConfigError(
+      `control port ${o.controlPort} overlaps the gateway ports ${o.portBase}-${o.portBase + o.count - 1}`,
+    );
+  }
+  if (o.publishKey.length < 8)
+    throw new ClusterConfigError('STREAMHEAL_PUBLISH_KEY must be at least 8 characters');
+  if (o.clusterSecret.length < 16) {
+    throw new ClusterConfigError('STREAMHEAL_CLUSTER_SECRET must be at least 16 characters');
+  }
+}
