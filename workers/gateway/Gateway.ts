@@ -139,7 +139,7 @@ export class Gateway implements GatewayContext {
     await this.register();
     this.heartbeat = setInterval(() => void this.register(), this.heartbeatMs).unref();
     await this.emit('Gateway Started', { url: this.url });
-    this.logger.info({ url: this.url, node: this.nodeId }, 'gateway listening');
+    this.logger.info({ url: this.url }, 'gateway listening');
   }
 
   /** Stops accepting, tells every client to reconnect elsewhere, and leaves the cluster. */
