@@ -34,7 +34,7 @@ const scenarios: Record<string, { usage: string; run: (flags: Flags) => Promise<
   throughput: {
     usage:
       'throughput [--subscribers 10000] [--processes 4] [--window 10] [--warmup 2] [--in-flight 4] [--idle 2]\n' +
-      '           [--rounds 2] [--quiet-wait 60] [--only gateway|raw] [--no-pin] [--no-latency] [--profile]',
+      '           [--rounds 2] [--quiet-wait 30] [--max-other-cpu 0.15] [--max-windows 3] [--only gateway|raw] [--no-pin] [--no-latency] [--profile]',
     run: (flags) =>
       runThroughput({
         subscribers: num(flags, 'subscribers', 10_000),
@@ -53,7 +53,9 @@ const scenarios: Record<string, { usage: string; run: (flags: Flags) => Promise<
               : ['gateway', 'raw'],
         latency: !flags.has('no-latency') && flags.get('only') !== 'raw',
         rounds: num(flags, 'rounds', 2),
-        quietWaitMs: num(flags, 'quiet-wait', 60) * 1000,
+        quietWaitMs: num(flags, 'quiet-wait', 30) * 1000,
+        maxOtherCpu: num(flags, 'max-other-cpu', 0.15),
+        maxWindows: num(flags, 'max-windows', 3),
       }),
   },
 };

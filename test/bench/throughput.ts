@@ -49,6 +49,10 @@ export interface ThroughputOptions {
   rounds: number;
   /** Wait up to this long before each measurement for other processes to leave the CPUs. */
   quietWaitMs: number;
+  /** A window in which other processes used more CPU than this (cores) is measured again... */
+  maxOtherCpu: number;
+  /** ...up to this many windows per server and round; the least disturbed one counts. */
+  maxWindows: number;
 }
 
 const CHANNEL = 'bench';
@@ -99,6 +103,8 @@ export interface ServerResult {
   /** CPU used by processes outside this benchmark during the window, in cores. */
   otherCpu: number;
   machine: string;
+  /** Windows measured (more than one when other processes disturbed the first). */
+  windows: number;
   round: number;
   profiled: boolean;
   profile?: string;
@@ -187,6 +193,9 @@ export async function runThroughput(options: ThroughputOptions): Promise<void> {
           subscribers: 300,
           rate: 200,
           durationMs: 10_000,
+          maxOtherCpu: options.maxOtherCpu,
+          maxWindows: options.maxWindows,
+          quietWaitMs: options.quietWaitMs,
         });
       } catch (error) {
         log(
@@ -269,6 +278,91 @@ async function measure(
     `${name}: ${subscribers} subscribed in ${connectMs.toFixed(0)} ms; RSS ${mib(idleRss)} -> ${mib(loadedRss)} MiB`,
   );
 
+  // A window disturbed by other processes (other engineers' tests share the 2 cores) is
+  // measured again after a quiet spell; the least disturbed window counts.
+  let best: Window | undefined;
+  const totals = { ok: 0, failed: 0, firstError: undefined as string | undefined, windows: 0 };
+  for (let attempt = 1; attempt <= options.maxWindows; attempt++) {
+    if (attempt > 1) await waitQuiet(options.quietWaitMs);
+    const w = await measureWindow(server, clients, publisher, options);
+    totals.ok += w.ok;
+    totals.failed += w.failed;
+    totals.firstError ??= w.firstError;
+    totals.windows++;
+    log(
+      `${name}: window ${attempt}: ${fmt(w.msgsPerS)} msgs/s; ${w.machine}; other processes ${w.otherCpu.toFixed(2)} cores`,
+    );
+    if (!best || w.otherCpu < best.otherCpu) best = w;
+    if (w.otherCpu <= options.maxOtherCpu) break;
+    if (attempt < options.maxWindows)
+      log(`${name}: window disturbed by other processes; measuring again`);
+  }
+  const w = best!;
+  const snap = () => Promise.all(clients.map((c) => c.request<ClientSnapshot>('snapshot')));
+
+  // Every subscriber must end up with every published message, exactly once.
+  const expected = totals.ok * subscribers;
+  let final = await snap();
+  const deadline = Date.now() + 15_000;
+  while (sum(final, (s) => s.messages) < expected && Date.now() < deadline) {
+    await sleep(200);
+    final = await snap();
+  }
+  const received = sum(final, (s) => s.messages);
+
+  await Promise.all(clients.map((c) => c.request('close')));
+  await proc.stop(10_000);
+  return {
+    name,
+    subscribers,
+    connectMs,
+    idleRss,
+    loadedRss,
+    bytesPerConn: (loadedRss - idleRss) / subscribers,
+    msgsPerS: w.msgsPerS,
+    bytesPerS: w.bytesPerS,
+    publishesPerS: w.publishesPerS,
+    offeredPerS: w.publishesPerS * subscribers,
+    serverCpu: w.serverCpu,
+    clientCpu: w.clientCpu,
+    published: totals.ok,
+    expected,
+    received,
+    gaps: sum(final, (s) => s.gaps),
+    duplicates: sum(final, (s) => s.duplicates),
+    errors: sum(final, (s) => s.errors) + totals.failed,
+    unexpectedCloses: sum(final, (s) => s.unexpectedCloses),
+    firstError: final.find((s) => s.firstError)?.firstError ?? totals.firstError,
+    otherCpu: w.otherCpu,
+    machine: w.machine,
+    windows: totals.windows,
+    round: 0,
+    profiled: false,
+  };
+}
+
+interface Window {
+  msgsPerS: number;
+  bytesPerS: number;
+  publishesPerS: number;
+  serverCpu: number;
+  clientCpu: number;
+  otherCpu: number;
+  machine: string;
+  /** Publishes answered 200 (warm-up included) and failed. */
+  ok: number;
+  failed: number;
+  firstError?: string;
+}
+
+/** Publishes for warm-up + window with bounded in-flight; rates from the window only. */
+async function measureWindow(
+  server: ServerUnderTest,
+  clients: Proc[],
+  publisher: Proc,
+  options: ThroughputOptions,
+): Promise<Window> {
+  const { proc } = server;
   await publisher.request('start', {
     url: server.httpUrl,
     key: server.key,
@@ -296,72 +390,33 @@ async function measure(
     publisher.request<PublisherSnapshot>('snapshot'),
     cpuOf(),
   ]);
-  const totals = await publisher.request<{
-    ok: number;
-    failed: number;
-    lastPosition: number;
-    firstError?: string;
-  }>('stop');
-
+  const totals = await publisher.request<{ ok: number; failed: number; firstError?: string }>(
+    'stop',
+  );
   // Rates per client process over its own clock, summed.
-  const msgsPerS = sum(
-    clients,
-    (_, i) => (c1[i]!.messages - c0[i]!.messages) / ((c1[i]!.at - c0[i]!.at) / 1000),
-  );
-  const bytesPerS = sum(
-    clients,
-    (_, i) => (c1[i]!.bytes - c0[i]!.bytes) / ((c1[i]!.at - c0[i]!.at) / 1000),
-  );
-  const publishesPerS = (p1.ok - p0.ok) / ((p1.at - p0.at) / 1000);
+  const rate = (pick: (s: ClientSnapshot) => number) =>
+    sum(clients, (_, i) => (pick(c1[i]!) - pick(c0[i]!)) / ((c1[i]!.at - c0[i]!.at) / 1000));
   const wall = (u1.at - u0.at) / 1000;
   // Without IRQ time accounting the kernel charges softirq work (loopback TCP) to the process it
   // interrupted, so our processes' times already include most of it: compare with total busy.
   const machineBusy = sum(u1.machine, (t, i) => (t.busy - u0.machine[i]!.busy) / 100);
-  log(`${name}: window done: ${fmt(msgsPerS)} msgs/s; ${describeCpus(u0.machine, u1.machine)}`);
   const ours =
     u1.server -
     u0.server +
     (u1.clients - u0.clients) +
     (u1.publisher - u0.publisher) +
     (u1.self - u0.self);
-
-  // Every subscriber must end up with every published message, exactly once.
-  const expected = totals.ok * subscribers;
-  let final = await snap();
-  const deadline = Date.now() + 15_000;
-  while (sum(final, (s) => s.messages) < expected && Date.now() < deadline) {
-    await sleep(200);
-    final = await snap();
-  }
-  const received = sum(final, (s) => s.messages);
-
-  await Promise.all(clients.map((c) => c.request('close')));
-  await proc.stop(10_000);
   return {
-    name,
-    subscribers,
-    connectMs,
-    idleRss,
-    loadedRss,
-    bytesPerConn: (loadedRss - idleRss) / subscribers,
-    msgsPerS,
-    bytesPerS,
-    publishesPerS,
-    offeredPerS: publishesPerS * subscribers,
+    msgsPerS: rate((s) => s.messages),
+    bytesPerS: rate((s) => s.bytes),
+    publishesPerS: (p1.ok - p0.ok) / ((p1.at - p0.at) / 1000),
     serverCpu: (u1.server - u0.server) / wall,
     clientCpu: (u1.clients - u0.clients) / wall,
-    published: totals.ok,
-    expected,
-    received,
-    gaps: sum(final, (s) => s.gaps),
-    duplicates: sum(final, (s) => s.duplicates),
-    errors: sum(final, (s) => s.errors) + totals.failed,
-    unexpectedCloses: sum(final, (s) => s.unexpectedCloses),
-    firstError: final.find((s) => s.firstError)?.firstError ?? totals.firstError,
     otherCpu: Math.max(0, (machineBusy - ours) / wall),
     machine: describeCpus(u0.machine, u1.machine),
-    round: 0,
-    profiled: false,
+    ok: totals.ok,
+    failed: totals.failed,
+    firstError: totals.firstError,
   };
 }
 
@@ -400,6 +455,7 @@ function report(
     console.log(
       `  ${r.round}  ${r.name.padEnd(10)} ${fmt(r.msgsPerS).padStart(9)} msgs/s  server ${r.serverCpu.toFixed(2)} cores  ` +
         `other load ${r.otherCpu.toFixed(2)} cores  ${fmt(r.bytesPerConn).padStart(6)} B/conn  ${r.machine}` +
+        (r.windows > 1 ? `  (least disturbed of ${r.windows} windows)` : '') +
         (r.profiled ? '  (under --cpu-prof)' : ''),
     );
   }
@@ -451,7 +507,8 @@ function report(
       `latency across 3 gateways (${latency.subscribers} subscribers, ${latency.rate} publishes/s for ${latency.durationMs / 1000} s ` +
         `through one gateway, ${latency.samples} deliveries): p50 ${latency.p50.toFixed(2)} ms, p90 ${latency.p90.toFixed(2)} ms, ` +
         `p99 ${latency.p99.toFixed(2)} ms, max ${latency.max.toFixed(2)} ms; lost ${latency.lost}; ` +
-        `other processes ${latency.otherCpu.toFixed(2)} cores`,
+        `other processes ${latency.otherCpu.toFixed(2)} cores` +
+        (latency.windows > 1 ? ` (least disturbed of ${latency.windows} windows)` : ''),
     );
   } else if (options.latency) {
     console.log(
