@@ -6,9 +6,13 @@
  * Processes (all real, all stopped by pid at the end):
  *   server under test (gateway or raw ws) . 4 subscriber processes (<= 5,000 sockets each)
  *   . 1 publisher process (bounded in-flight POST /v1/publish) . this orchestrator.
- * With --pin (default when taskset exists and there are >= 2 CPUs) the server under test runs
- * on CPU 0 and every load generator on the other CPUs, so the load generators do not steal
- * the server's core and the figure is the server's.
+ * The server under test runs on CPU 0 and every load generator on the other CPUs (unless
+ * --no-pin or taskset is missing), so the load generators do not steal the server's core.
+ *
+ * The machine is shared: each measurement waits for a quiet second first, a window in which
+ * other processes used more than --max-other-cpu cores is measured again (up to
+ * --max-windows), and --rounds alternate the servers; the table shows every window's
+ * contention. msgs/s is the best round per server; bytes per connection the mean over rounds.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
