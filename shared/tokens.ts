@@ -2,14 +2,15 @@
  * Signed tokens (HS256 JWS via `jose`) with a key ring: tokens name their key id, so keys
  * rotate without invalidating tokens signed by a previous key that is still in the ring.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createSecretKey, type KeyObject } from 'node:crypto';
 import { SignJWT, jwtVerify, errors } from 'jose';
 import { StreamhealError } from './errors.js';
 
 export interface KeyRing {
   /** Key id used for new tokens. */
   current: string;
-  keys: ReadonlyMap<string, Uint8Array>;
+  /** Key objects are made once: building one per signature showed up in connection setup. */
+  keys: ReadonlyMap<string, KeyObject>;
 }
 
 /**
@@ -23,12 +24,11 @@ export function keyRingFromSecret(spec: string): KeyRing {
         return [pair.slice(0, at).trim(), pair.slice(at + 1).trim()] as const;
       })
     : [[createHash('sha256').update(spec).digest('hex').slice(0, 8), spec] as const];
-  const encoder = new TextEncoder();
-  const keys = new Map<string, Uint8Array>();
+  const keys = new Map<string, KeyObject>();
   for (const [kid, secret] of entries) {
     if (!kid || secret.length < 16)
       throw new Error(`key "${kid}" needs an id and at least 16 characters`);
-    keys.set(kid, encoder.encode(secret));
+    keys.set(kid, createSecretKey(Buffer.from(secret, 'utf8')));
   }
   return { current: entries[0]![0], keys };
 }
