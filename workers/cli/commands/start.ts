@@ -1,5 +1,6 @@
 /** `streamheal start`: the local cluster in the foreground until SIGINT / SIGTERM. */
 import { createLogger } from '../../../shared/telemetry/logger.js';
+import { initTracing, shutdownTracing } from '../../../shared/telemetry/tracing.js';
 import type { LevelWithSilent } from 'pino';
 import {
   CLUSTER_DEFAULTS,
@@ -48,6 +49,7 @@ Environment:
       throw new CliError(`unexpected argument ${positionals[0]}`, ExitCodes.usage);
     const level = (process.env.STREAMHEAL_LOG_LEVEL || 'info') as LevelWithSilent;
     const logger = createLogger('control', level);
+    initTracing('streamheal-control');
 
     let cluster: LocalCluster;
     try {
@@ -93,6 +95,7 @@ Environment:
     process.stdout.write(`${describeCluster(cluster)}\n`);
     await stopSignal;
     await cluster.stop();
+    await shutdownTracing();
     return ExitCodes.ok;
   },
 };
