@@ -21,13 +21,17 @@ export const SEED_BACKOFF: BackoffOptions = {
 
 export type Random = () => number;
 
+/** min(base * 2^attempt, cap): the envelope both jittered schedules start from. */
+function capped(attempt: number, options: BackoffOptions): number {
+  return Math.min(options.baseMs * 2 ** Math.max(0, attempt), options.capMs);
+}
+
 export function seedBackoff(
   attempt: number,
   options = SEED_BACKOFF,
   random: Random = Math.random,
 ): number {
-  const exponential = Math.min(options.baseMs * 2 ** Math.max(0, attempt), options.capMs);
-  return Math.max(exponential * (1 + random() * options.jitter), options.floorMs);
+  return Math.max(capped(attempt, options) * (1 + random() * options.jitter), options.floorMs);
 }
 
 /** Full jitter: U[0, min(cap, base * 2^attempt)), never below the floor. */
@@ -36,8 +40,7 @@ export function fullJitterBackoff(
   options = SEED_BACKOFF,
   random: Random = Math.random,
 ): number {
-  const exponential = Math.min(options.baseMs * 2 ** Math.max(0, attempt), options.capMs);
-  return Math.max(random() * exponential, options.floorMs);
+  return Math.max(random() * capped(attempt, options), options.floorMs);
 }
 
 /** Decorrelated jitter: min(cap, U[base, previous * 3)); pass the previous delay (base at first). */

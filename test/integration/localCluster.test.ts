@@ -7,6 +7,7 @@ import { createNodeClient } from '../../shared/client/node.js';
 import type { StreamhealClient } from '../../shared/client/StreamhealClient.js';
 import { startClusterProcess, type ClusterProcess } from '../support/cluster.js';
 import { childPids, eventually, killPids, waitUntilGone } from '../support/processes.js';
+import { openSse, type SseEvent } from '../support/sse.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -120,47 +121,20 @@ describe('local cluster (real processes)', () => {
       15_000,
       'gateway-1 ready',
     );
-    const positions: number[] = [];
-    let lastEventId = '';
-    const stopReading = new AbortController();
-    const read = async (url: string, headers: Record<string, string>) => {
-      const response = await fetch(`${url}/v1/sse?channel=sse`, {
-        headers,
-        signal: stopReading.signal,
-      });
-      const decoder = new TextDecoder();
-      let buffer = '';
-      try {
-        for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-          buffer += decoder.decode(chunk, { stream: true });
-          let end;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const id = /^id: (.*)$/m.exec(block)?.[1];
-            const data = /^data: (.*)$/m.exec(block)?.[1];
-            if (id && data) {
-              lastEventId = id;
-              positions.push((JSON.parse(data) as { position: number }).position);
-            }
-          }
-        }
-      } catch {
-        // the gateway died under us, or the test is over
-      }
-    };
-    const first = read(g1, {});
-    await sleep(200);
+    const positions = (events: SseEvent[]) =>
+      events.map((e) => (JSON.parse(e.data) as { position: number }).position);
+    const first = await openSse(`${g1}/v1/sse?channel=sse`);
     for (let i = 0; i < 20; i++) await publish(g3, 'sse', i);
-    await eventually(() => positions.length === 20, 5_000, '20 events');
+    await first.waitFor(20);
     process.kill(await gatewayPid(g1), 'SIGKILL');
-    await first;
+    await first.ended;
     for (let i = 20; i < 40; i++) await publish(g3, 'sse', i);
-    const second = read(g2, { 'last-event-id': lastEventId });
-    await eventually(() => positions.length === 40, 5_000, '40 events');
-    expect(positions).toEqual(range(1, 40));
-    stopReading.abort();
-    await second;
+    const second = await openSse(`${g2}/v1/sse?channel=sse`, {
+      'last-event-id': first.events.at(-1)!.id!,
+    });
+    await second.waitFor(20);
+    expect([...positions(first.events), ...positions(second.events)]).toEqual(range(1, 40));
+    await second.close();
   }, 30_000);
 
   it('says history-lost when resuming beyond the history bound', async () => {

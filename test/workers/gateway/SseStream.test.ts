@@ -1,63 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseSseRequest } from '../../../workers/gateway/SseStream.js';
 import type { Gateway } from '../../../workers/gateway/Gateway.js';
+import { openSse as openStream } from '../../support/sse.js';
 import { Cluster, publish, range } from './harness.js';
 
-interface SseEvent {
-  id?: string;
-  event?: string;
-  data: string;
-}
-
-/** A plain HTTP SSE reader (what a browser's EventSource does), no SDK. */
-async function openSse(gateway: Gateway, query: string, headers: Record<string, string> = {}) {
-  const controller = new AbortController();
-  const response = await fetch(`${gateway.url}/v1/sse?${query}`, {
-    headers,
-    signal: controller.signal,
-  });
-  const events: SseEvent[] = [];
-  let retry: number | undefined;
-  const reading = (async () => {
-    if (!response.body) return;
-    const decoder = new TextDecoder();
-    let buffer = '';
-    try {
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        buffer += decoder.decode(chunk, { stream: true });
-        let end;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const event: SseEvent = { data: '' };
-          for (const line of block.split('\n')) {
-            const [field, ...rest] = line.split(': ');
-            const value = rest.join(': ');
-            if (field === 'retry') retry = Number(value);
-            else if (field === 'id') event.id = value;
-            else if (field === 'event') event.event = value;
-            else if (field === 'data') event.data = value;
-          }
-          if (event.data) events.push(event);
-        }
-      }
-    } catch {
-      // aborted
-    }
-  })();
-  const waitFor = async (count: number, timeoutMs = 3_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (events.length < count) {
-      if (Date.now() > deadline) throw new Error(`got ${events.length} of ${count} events`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return events;
-  };
-  const close = async () => {
-    controller.abort();
-    await reading;
-  };
-  return { response, events, waitFor, close, retry: () => retry };
+/** An SSE stream from a gateway, read as a browser would. */
+function openSse(gateway: Gateway, query: string, headers: Record<string, string> = {}) {
+  return openStream(`${gateway.url}/v1/sse?${query}`, headers);
 }
 
 describe('SseStream', () => {
