@@ -48,6 +48,8 @@ export class Subscription {
   /** Last position delivered to (or already held by) the client. */
   cursor = 0;
   catchingUp = false;
+  /** Not written to while its client cannot keep up; the store's history holds its backlog. */
+  paused = false;
   closed = false;
   constructor(
     readonly channel: string,
@@ -128,6 +130,21 @@ export class ChannelHub {
     this.releaseIfIdle(feed);
   }
 
+  /** Stops writing to the subscription; what it misses stays in the store's history. */
+  pause(subscription: Subscription): void {
+    subscription.paused = true;
+  }
+
+  /** Writes again, starting with everything the subscription missed while paused. */
+  resume(subscription: Subscription): void {
+    if (!subscription.paused) return;
+    subscription.paused = false;
+    const feed = this.feeds.get(subscription.channel);
+    if (feed && !subscription.closed && subscription.cursor < feed.position) {
+      void this.catchUp(feed, subscription);
+    }
+  }
+
   close(): void {
     for (const feed of this.feeds.values()) {
       clearTimeout(feed.lingerTimer);
@@ -173,7 +190,8 @@ export class ChannelHub {
       // This gateway fell behind the store's history: every live subscriber learns it too.
       feed.position = event.oldest - 1;
       for (const subscription of feed.subscribers) {
-        if (subscription.catchingUp || subscription.cursor >= feed.position) continue;
+        if (subscription.catchingUp || subscription.paused || subscription.cursor >= feed.position)
+          continue;
         subscription.sink.lost(subscription, event.oldest, event.oldest - 1);
         subscription.cursor = feed.position;
       }
@@ -197,7 +215,7 @@ export class ChannelHub {
     const outgoing = new OutgoingMessage(message);
     let delivered = 0;
     for (const subscription of feed.subscribers) {
-      if (subscription.catchingUp) continue;
+      if (subscription.catchingUp || subscription.paused) continue;
       if (message.position === subscription.cursor + 1) {
         subscription.cursor = message.position;
         subscription.sink.message(subscription, outgoing);
@@ -216,7 +234,7 @@ export class ChannelHub {
     if (subscription.catchingUp) return;
     subscription.catchingUp = true;
     try {
-      while (!subscription.closed && subscription.cursor < feed.position) {
+      while (!subscription.closed && !subscription.paused && subscription.cursor < feed.position) {
         const page = await this.options.store.read(
           feed.channel,
           subscription.cursor,
@@ -229,6 +247,7 @@ export class ChannelHub {
         }
         let delivered = 0;
         for (const message of page.messages) {
+          if (subscription.paused) break;
           if (message.position !== subscription.cursor + 1) continue;
           subscription.cursor = message.position;
           subscription.sink.message(subscription, new OutgoingMessage(message));
@@ -236,6 +255,7 @@ export class ChannelHub {
         }
         this.options.onDelivered?.(delivered);
         if (
+          !subscription.paused &&
           delivered === 0 &&
           subscription.cursor < feed.position &&
           page.oldest <= subscription.cursor + 1
