@@ -40,14 +40,14 @@ export const DEFAULT_WRITE_BLOCK_THRESHOLDS: WriteBlockThresholds = {
 
 export function classifyWriteBlock(
   write: WriteFacts,
-  process: ProcessFacts,
+  load: ProcessFacts,
   thresholds: WriteBlockThresholds = DEFAULT_WRITE_BLOCK_THRESHOLDS,
 ): WriteBlockCause {
   const queued = write.queuedBytes + (write.notSentBytes ?? 0);
   if (queued <= thresholds.highWaterBytes) return 'none';
   if (
-    process.eventLoopDelayP99Ms > thresholds.eventLoopDelayMs ||
-    process.eventLoopUtilization > thresholds.eventLoopUtilization
+    load.eventLoopDelayP99Ms > thresholds.eventLoopDelayMs ||
+    load.eventLoopUtilization > thresholds.eventLoopUtilization
   ) {
     return 'process';
   }
