@@ -95,8 +95,11 @@ export function firstMatch(
   nowMs: number,
 ): Rule | undefined {
   checkState(plan, state);
-  const index = plan.evaluators.findIndex((matches) => matches(state, facts, nowMs));
-  return index < 0 ? undefined : plan.ruleSet.rules[index];
+  // A plain loop: the gateway calls this for every connection on every tick.
+  for (let i = 0; i < plan.evaluators.length; i++) {
+    if (plan.evaluators[i]!(state, facts, nowMs)) return plan.ruleSet.rules[i];
+  }
+  return undefined;
 }
 
 function checkState(plan: RulePlan, state: RuleState): void {
