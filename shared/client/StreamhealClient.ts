@@ -10,11 +10,32 @@
  * spread of 0..spreadMs so a gateway's clients do not stampede the others together; if that
  * fails it walks through the gateways with the seed's backoff (`seedBackoff`). A successful
  * resume resets the schedule. A close code whose advice is `never` ends the client.
+ *
+ * Heartbeat (seed 3.1, docs/protocol.md "Heartbeat"): browsers' WebSockets expose no control
+ * frames, so liveness is checked in the application: the client pings the gateway with the
+ * 12-byte binary heartbeat frame every `intervalMs` and answers the gateway's pings. A gateway
+ * that leaves `misses` pings in a row unanswered, each for `timeoutMs` (a frozen process whose
+ * kernel still acknowledges TCP), is declared dead: `degraded`, then `disconnected` (1006),
+ * and the client resumes on another gateway at once. One timer per client, re-armed for the
+ * next deadline and cleared with the connection.
  */
 import { SEED_BACKOFF, seedBackoff, type BackoffOptions, type Random } from '../backoff.js';
 import { CHANNEL_NAME } from '../protocol/channels.js';
 import { reconnectAdvice, type ReconnectAdvice } from '../protocol/closeCodes.js';
 import type { ClientFrame, ErrorCode, Limits } from '../protocol/frames.js';
+import {
+  DEFAULT_HEARTBEAT,
+  HeartbeatStep,
+  HeartbeatTracker,
+  HeartbeatType,
+  encodeHeartbeat,
+  heartbeatBytes,
+  heartbeatClock,
+  heartbeatTimestamp,
+  heartbeatType,
+  pongFor,
+  type HeartbeatOptions,
+} from '../protocol/heartbeat.js';
 import { TypedEmitter } from './events.js';
 
 /** Method syntax makes the parameter bivariant, so both DOM's and `ws`'s sockets fit. */
@@ -23,8 +44,12 @@ type Handler<E> = { bivarianceHack(event: E): void }['bivarianceHack'];
 /** The part of the WHATWG WebSocket the SDK uses; browsers' and the `ws` package's fit. */
 export interface WebSocketLike {
   readonly readyState: number;
-  send(data: string): void;
+  /** Set to `'arraybuffer'` so binary (heartbeat) frames arrive as ArrayBuffer. */
+  binaryType?: string;
+  send(data: string | ArrayBufferLike | ArrayBufferView): void;
   close(code?: number, reason?: string): void;
+  /** Drops the connection at once, without a closing handshake (the `ws` package has it). */
+  terminate?(): void;
   onopen: Handler<unknown> | null;
   onmessage: Handler<{ data: unknown }> | null;
   onclose: Handler<{ code: number; reason: string }> | null;
@@ -46,6 +71,11 @@ export interface StreamhealClientOptions {
   backoff?: Partial<BackoffOptions>;
   /** A socket that has not sent `welcome` within this time counts as a failed attempt. @default 10000 */
   connectTimeoutMs?: number;
+  /**
+   * The client's pings to the gateway: missing fields take the defaults (1000 / 500 / 3);
+   * `false` sends none (the gateway's pings are answered either way).
+   */
+  heartbeat?: Partial<HeartbeatOptions> | false;
 }
 
 export interface ClientMessage {
@@ -70,6 +100,20 @@ export interface StreamhealClientEvents {
   connected: { url: string; session: string; node: string };
   /** An open connection was lost (the client's own close() excluded). */
   disconnected: { url: string; code: number; reason: string };
+  /**
+   * The gateway left `misses` pings in a row without a pong (heartbeat L2): the connection is
+   * declared dead; `disconnected` (code 1006) and a reconnect to another gateway follow.
+   */
+  degraded: {
+    url: string;
+    node?: string;
+    reason: 'heartbeat';
+    misses: number;
+    /** Milliseconds since the last pong (since the socket opened when there was none). */
+    silentMs: number;
+    /** Smoothed RTT of the connection, ms; -1 when no pong ever arrived. */
+    srttMs: number;
+  };
   /** A connection attempt is scheduled: `attempt` counts from 1 since the last success. */
   reconnecting: { url: string; attempt: number; delayMs: number };
   /** The session and its channels were resumed after a reconnect. */
@@ -94,6 +138,10 @@ export interface ClientStats {
   reconnectAttempts: number;
   /** Successful `resumed` answers. */
   resumes: number;
+  /** Heartbeat L1: pings of this client the gateway left unanswered for `timeoutMs`. */
+  heartbeatMisses: number;
+  /** Heartbeat L2: connections declared dead for want of pongs. */
+  heartbeatTimeouts: number;
 }
 
 /** Rejection reason of the SDK's promises. */
@@ -161,6 +209,7 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private readonly spreadMs: number;
   private readonly backoff: BackoffOptions;
   private readonly connectTimeoutMs: number;
+  private readonly heartbeatOptions?: Readonly<HeartbeatOptions>;
 
   private readonly channelStates = new Map<string, ChannelState>();
   private readonly requests = new Map<number, Request>();
@@ -172,6 +221,8 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     reconnects: 0,
     reconnectAttempts: 0,
     resumes: 0,
+    heartbeatMisses: 0,
+    heartbeatTimeouts: 0,
   };
 
   private ws?: WebSocketLike;
@@ -198,6 +249,11 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private connectWaiter?: { resolve: () => void; reject: (error: Error) => void };
   private serverLimits?: Limits;
   private serverNode?: string;
+  /** Heartbeat of the current connection, from its `open` on. */
+  private heartbeat?: HeartbeatTracker;
+  private heartbeatTimer?: Timer;
+  /** Smoothed RTT of the last connection that measured one. */
+  private lastSrttMs?: number;
 
   constructor(options: StreamhealClientOptions) {
     super();
@@ -219,6 +275,19 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     this.spreadMs = Math.max(0, options.spreadMs ?? 50);
     this.backoff = { ...SEED_BACKOFF, ...options.backoff };
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+    if (options.heartbeat !== false) {
+      const heartbeat = { ...DEFAULT_HEARTBEAT };
+      for (const key of ['intervalMs', 'timeoutMs', 'misses'] as const) {
+        const value = options.heartbeat?.[key];
+        if (value === undefined) continue;
+        if (!(Number.isFinite(value) && value > 0))
+          throw new TypeError(`heartbeat.${key} must be a positive number, got ${value}`);
+        heartbeat[key] = value;
+      }
+      if (!Number.isInteger(heartbeat.misses))
+        throw new TypeError(`heartbeat.misses must be an integer, got ${heartbeat.misses}`);
+      this.heartbeatOptions = heartbeat;
+    }
   }
 
   // Public API
@@ -246,6 +315,12 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   /** Whether requests go straight to a gateway (welcomed and resumed). */
   get isConnected(): boolean {
     return this.ready;
+  }
+
+  /** Smoothed heartbeat round-trip time to the gateway, ms (undefined before the first pong). */
+  get rttMs(): number | undefined {
+    const srtt = this.heartbeat?.srttMs;
+    return srtt !== undefined && srtt >= 0 ? srtt : this.lastSrttMs;
   }
 
   /** Limits announced by the gateway's last welcome. */
@@ -372,8 +447,15 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     }
     this.ws = ws;
     this.opened = false;
+    try {
+      ws.binaryType = 'arraybuffer';
+    } catch {
+      // an implementation without binaryType: binary data is decoded from whatever it gives
+    }
     ws.onopen = () => {
-      if (ws === this.ws) this.opened = true;
+      if (ws !== this.ws) return;
+      this.opened = true;
+      this.startHeartbeat();
     };
     ws.onmessage = (event) => {
       if (ws === this.ws) this.onFrame(event.data);
@@ -432,6 +514,84 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     }, delay);
   }
 
+  // Heartbeat
+
+  private startHeartbeat(): void {
+    if (!this.heartbeatOptions) return;
+    const now = heartbeatClock();
+    this.heartbeat = new HeartbeatTracker(this.heartbeatOptions, now, now);
+    this.heartbeatDue();
+  }
+
+  /** The one heartbeat timer: sends due pings, counts L1 timeouts, declares L2. */
+  private readonly heartbeatDue = (): void => {
+    this.heartbeatTimer = undefined;
+    const heartbeat = this.heartbeat;
+    const ws = this.ws;
+    if (!heartbeat || !ws) return;
+    const now = heartbeatClock();
+    const step = heartbeat.step(now);
+    if (step === HeartbeatStep.dead) return this.heartbeatLost(ws, heartbeat, now);
+    if (step !== HeartbeatStep.idle) {
+      if (step === HeartbeatStep.resend) this.counters.heartbeatMisses++;
+      this.sendBinary(encodeHeartbeat(HeartbeatType.ping, now));
+    }
+    this.heartbeatTimer = setTimeout(
+      this.heartbeatDue,
+      Math.max(0, heartbeat.nextDeadline - heartbeatClock()),
+    );
+  };
+
+  private onHeartbeatFrame(data: unknown): boolean {
+    const bytes = heartbeatBytes(data);
+    const type = bytes ? heartbeatType(bytes) : 0;
+    if (type === HeartbeatType.ping) {
+      this.sendBinary(pongFor(bytes!));
+      return true;
+    }
+    if (type === HeartbeatType.pong) {
+      const heartbeat = this.heartbeat;
+      if (heartbeat && heartbeat.pong(heartbeatClock(), heartbeatTimestamp(bytes!)) >= 0)
+        this.lastSrttMs = heartbeat.srttMs;
+      return true;
+    }
+    return false;
+  }
+
+  /** L2: the gateway stopped answering; drop the socket now and reconnect elsewhere. */
+  private heartbeatLost(ws: WebSocketLike, heartbeat: HeartbeatTracker, now: number): void {
+    this.counters.heartbeatTimeouts++;
+    const { misses, timeoutMs } = heartbeat.options;
+    this.emit('degraded', {
+      url: this.bases[this.urlIndex]!,
+      ...(this.welcomed && this.serverNode !== undefined ? { node: this.serverNode } : {}),
+      reason: 'heartbeat',
+      misses: heartbeat.misses,
+      silentMs: now - heartbeat.lastPongAt,
+      srttMs: heartbeat.srttMs,
+    });
+    if (ws !== this.ws) return; // a listener closed the client
+    try {
+      ws.terminate?.();
+    } catch {
+      // already gone
+    }
+    this.lost(
+      1006,
+      `heartbeat timeout: ${misses} pings in a row without a pong within ${timeoutMs} ms`,
+    );
+  }
+
+  private sendBinary(bytes: Uint8Array): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== OPEN) return;
+    try {
+      ws.send(bytes);
+    } catch {
+      // closing: the close event follows
+    }
+  }
+
   /** A random gateway other than the current one (the same when there is only one). */
   private otherUrlIndex(): number {
     const n = this.bases.length;
@@ -444,6 +604,9 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private resetConnection(): void {
     clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
+    clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    this.heartbeat = undefined;
     this.opened = false;
     this.welcomed = false;
     this.ready = false;
@@ -504,7 +667,10 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private onFrame(data: unknown): void {
     let frame: Record<string, unknown>;
     try {
-      if (typeof data !== 'string') throw new Error('binary frame');
+      if (typeof data !== 'string') {
+        if (this.onHeartbeatFrame(data)) return;
+        throw new Error('a binary frame that is not a heartbeat');
+      }
       const parsed: unknown = JSON.parse(data);
       if (
         typeof parsed !== 'object' ||

@@ -7,6 +7,14 @@ import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { CloseCodes, type CloseCode } from '../../shared/protocol/closeCodes.js';
 import {
+  HeartbeatTracker,
+  HeartbeatType,
+  heartbeatClock,
+  heartbeatTimestamp,
+  heartbeatType,
+  pongFor,
+} from '../../shared/protocol/heartbeat.js';
+import {
   ErrorCodes,
   PROTOCOL_VERSION,
   parseClientFrame,
@@ -15,6 +23,7 @@ import {
   type RequestId,
   type ServerFrame,
 } from '../../shared/protocol/frames.js';
+import { RttWindow } from '../../shared/health/score.js';
 import { TokenBucket } from '../../shared/tokenBucket.js';
 import { errorCode } from '../../shared/errors.js';
 import {
@@ -27,6 +36,15 @@ import type { GatewayContext } from './GatewayContext.js';
 
 /** Refused requests in a row after which a client is closed as rate limited. */
 const MAX_CONSECUTIVE_REFUSALS = 100;
+const BINARY = { binary: true } as const;
+/** Heartbeat RTT samples kept per session: 16 s at the default interval. */
+const RTT_SAMPLES = 16;
+
+/** Phi-accrual (or any) suspicion detector fed with the arrival times of pongs. */
+export interface SuspicionDetector {
+  heartbeat(nowMs: number): void;
+  phi(nowMs: number): number;
+}
 
 export class WsSession implements SubscriptionSink {
   private session: string = randomUUID();
@@ -38,13 +56,38 @@ export class WsSession implements SubscriptionSink {
   private closed = false;
   /** Requests are handled one after another, in the order the client sent them. */
   private handling: Promise<void> = Promise.resolve();
+  /**
+   * The gateway's pings to this client (seed 3.1), driven by the gateway's sweep; undefined
+   * when the gateway runs without an application heartbeat.
+   */
+  readonly heartbeat?: HeartbeatTracker;
+  /** Suspicion level from pong arrivals (phi accrual), when the gateway has a detector. */
+  readonly suspicion?: SuspicionDetector;
+  /** The last heartbeat RTT samples (ms), for the connection's health score; from the first pong. */
+  rtt?: RttWindow;
+  /** The gateway's heartbeat sweep lane holding this session; -1: none. */
+  lane = -1;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly gateway: GatewayContext,
+    /** Peer address `host:port`, for logs. */
+    readonly peer?: string,
   ) {
     const { requestsPerSecond } = gateway.limits;
     this.bucket = new TokenBucket(requestsPerSecond, requestsPerSecond * 2);
+    const heartbeat = gateway.heartbeat;
+    if (heartbeat) {
+      const now = heartbeatClock();
+      // The first ping at a random point of the first interval spreads a gateway's pings
+      // evenly over its sweeps, however the connections arrived.
+      this.heartbeat = new HeartbeatTracker(
+        heartbeat,
+        now,
+        now + Math.floor(Math.random() * heartbeat.intervalMs),
+      );
+      this.suspicion = gateway.suspicionDetector?.();
+    }
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', () => this.onClose());
     ws.on('error', (error) =>
@@ -67,9 +110,28 @@ export class WsSession implements SubscriptionSink {
     return this.subscriptions.size;
   }
 
+  /** Session id (the resumed one after a successful `resume`). */
+  get id(): string {
+    return this.session;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   close(code: CloseCode): void {
     if (this.closed) return;
     this.ws.close(code.code, code.reason);
+  }
+
+  /** Drops the connection without a closing handshake (a peer that no longer answers). */
+  terminate(): void {
+    if (!this.closed) this.ws.terminate();
+  }
+
+  /** Writes a heartbeat frame (one 12-byte buffer may be shared by every session of a sweep). */
+  sendHeartbeat(frame: Buffer): void {
+    if (!this.closed) this.ws.send(frame, BINARY);
   }
 
   // SubscriptionSink
@@ -113,6 +175,15 @@ export class WsSession implements SubscriptionSink {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (isBinary) {
+      const type = heartbeatType(data);
+      if (type === HeartbeatType.ping) {
+        // Answered at once, outside the request queue and the rate limit: the client measures
+        // our liveness with it.
+        this.gateway.metrics.heartbeatClientPings.inc();
+        if (!this.closed) this.ws.send(pongFor(data), BINARY);
+        return;
+      }
+      if (type === HeartbeatType.pong) return this.onPong(heartbeatTimestamp(data));
       return this.refuse(undefined, {
         code: ErrorCodes.badFrame,
         message: 'binary frames are not accepted',
@@ -232,6 +303,17 @@ export class WsSession implements SubscriptionSink {
       channels: resumed,
       ...(id === undefined ? {} : { id }),
     });
+  }
+
+  private onPong(timestamp: number): void {
+    const heartbeat = this.heartbeat;
+    if (!heartbeat) return;
+    const now = heartbeatClock();
+    const rtt = heartbeat.pong(now, timestamp);
+    if (rtt < 0) return;
+    this.suspicion?.heartbeat(now);
+    (this.rtt ??= new RttWindow(RTT_SAMPLES)).push(rtt);
+    this.gateway.metrics.heartbeatRtt.observe(rtt / 1000);
   }
 
   private onClose(): void {

@@ -32,6 +32,22 @@ export const GatewayEnv = z.object({
   STREAMHEAL_MAX_BUFFERED_BYTES: int(4 * 1024 * 1024),
   /** SSE `retry:` field, the browser's reconnect delay. */
   STREAMHEAL_SSE_RETRY_MS: int(1000),
+  /**
+   * Application heartbeat (seed 3.1, docs/protocol.md "Heartbeat"): the gateway pings every
+   * WebSocket client this often; 0 turns the gateway's pings off (clients' pings are still
+   * answered).
+   */
+  STREAMHEAL_HEARTBEAT_INTERVAL_MS: z.coerce.number().int().min(0).default(1000),
+  /** L1: a ping without a pong within this time is a miss, resent at once. */
+  STREAMHEAL_PING_TIMEOUT_MS: int(500),
+  /** L2: this many misses in a row mark the session degraded and close it as dead. */
+  STREAMHEAL_HEARTBEAT_MISSES: int(3),
+  /** Period of the one sweep that drives every session's heartbeat. */
+  STREAMHEAL_HEARTBEAT_SWEEP_MS: int(100),
+  /** Phi-accrual suspicion level at which a session counts as suspect (metrics). */
+  STREAMHEAL_PHI_THRESHOLD: z.coerce.number().positive().default(8),
+  /** L3: TCP keepalive idle time on every accepted socket; 0 disables. */
+  STREAMHEAL_TCP_KEEPALIVE_MS: z.coerce.number().int().min(0).default(1000),
   STREAMHEAL_HISTORY_MAX_COUNT: int(10_000),
   STREAMHEAL_HISTORY_MAX_AGE_MS: int(10 * 60_000),
   STREAMHEAL_LOG_LEVEL: z

@@ -69,6 +69,14 @@ const gateway = await startGateway({
   },
   maxBufferedBytes: env.STREAMHEAL_MAX_BUFFERED_BYTES,
   sseRetryMs: env.STREAMHEAL_SSE_RETRY_MS,
+  heartbeat: env.STREAMHEAL_HEARTBEAT_INTERVAL_MS > 0 && {
+    intervalMs: env.STREAMHEAL_HEARTBEAT_INTERVAL_MS,
+    timeoutMs: env.STREAMHEAL_PING_TIMEOUT_MS,
+    misses: env.STREAMHEAL_HEARTBEAT_MISSES,
+    sweepMs: env.STREAMHEAL_HEARTBEAT_SWEEP_MS,
+    phiThreshold: env.STREAMHEAL_PHI_THRESHOLD,
+  },
+  tcpKeepAliveMs: env.STREAMHEAL_TCP_KEEPALIVE_MS,
   logger,
 });
 if (!env.STREAMHEAL_PUBLISH_KEY) logger.info({ publishKey }, 'publish key');

@@ -47,6 +47,54 @@ export function createGatewayMetrics(nodeId: string) {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    // Application heartbeat (seed 3.1)
+    heartbeatPings: new Counter({
+      name: 'streamheal_heartbeat_pings_sent_total',
+      help: 'Heartbeat pings the gateway sent to WebSocket clients (scheduled and L1 resends)',
+      registers: [registry],
+    }),
+    heartbeatClientPings: new Counter({
+      name: 'streamheal_heartbeat_client_pings_total',
+      help: 'Heartbeat pings from clients, each answered with a pong',
+      registers: [registry],
+    }),
+    heartbeatTimeouts: new Counter({
+      name: 'streamheal_heartbeat_timeouts_total',
+      help: 'L1: pings without a pong within the ping timeout (each one resent at once)',
+      registers: [registry],
+    }),
+    heartbeatDegraded: new Counter({
+      name: 'streamheal_heartbeat_degraded_total',
+      help: 'L2: sessions declared degraded after consecutive L1 timeouts, then closed as dead',
+      registers: [registry],
+    }),
+    heartbeatLate: new Gauge({
+      name: 'streamheal_heartbeat_late_sessions',
+      help: 'Sessions with at least one L1 timeout in a row, at the last sweep',
+      registers: [registry],
+    }),
+    heartbeatSuspect: new Gauge({
+      name: 'streamheal_heartbeat_phi_suspect_sessions',
+      help: 'Sessions whose phi-accrual suspicion level is at or above the threshold, at the last sweep',
+      registers: [registry],
+    }),
+    heartbeatMaxPhi: new Gauge({
+      name: 'streamheal_heartbeat_phi_max',
+      help: 'Highest phi-accrual suspicion level over all sessions, at the last sweep',
+      registers: [registry],
+    }),
+    heartbeatRtt: new Histogram({
+      name: 'streamheal_heartbeat_rtt_seconds',
+      help: 'Heartbeat round trip: pong arrival minus the echoed ping timestamp',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    heartbeatSweep: new Histogram({
+      name: 'streamheal_heartbeat_sweep_duration_seconds',
+      help: 'Time one tick of the heartbeat sweep (one lane of sessions) took',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05],
+      registers: [registry],
+    }),
   };
 }
 

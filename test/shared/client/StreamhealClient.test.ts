@@ -8,6 +8,7 @@ import {
   websocketEndpoint,
 } from '../../../shared/client/index.js';
 import { createNodeClient } from '../../../shared/client/node.js';
+import { HeartbeatType, heartbeatType, pongFor } from '../../../shared/protocol/heartbeat.js';
 import { keyRingFromSecret } from '../../../shared/tokens.js';
 import { Cluster, closedPort, range, sleep, until, type RecordingClient } from './harness.js';
 
@@ -355,7 +356,12 @@ describe('StreamhealClient', () => {
         const send = (frame: Frame) => ws.send(JSON.stringify(frame));
         const session = `s${connections}`;
         send({ type: 'welcome', version: 1, session, node: 'raw', resumeToken: 't', limits: {} });
-        ws.on('message', (data) => onFrame(JSON.parse(String(data)) as Frame, send, ws));
+        ws.on('message', (data: Buffer, isBinary) => {
+          // Heartbeat pings (binary) are answered like a gateway does.
+          if (isBinary)
+            return void (heartbeatType(data) === HeartbeatType.ping && ws.send(pongFor(data)));
+          onFrame(JSON.parse(String(data)) as Frame, send, ws);
+        });
       });
       const { port } = wss.address() as { port: number };
       return { url: `ws://127.0.0.1:${port}`, connections: () => connections };

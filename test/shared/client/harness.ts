@@ -57,6 +57,7 @@ export class Cluster {
       publishKey: PUBLISH_KEY,
       logger: createLogger('test', 'silent'),
       port: 0,
+      heartbeat: true,
       ...options,
     });
     const sockets = new Set<Socket>();
@@ -114,14 +115,17 @@ type Recorded = {
 export class RecordingClient {
   readonly client: StreamhealClient;
   readonly events: Recorded[] = [];
-  /** Frames the client sent, parsed. */
+  /** Text frames the client sent, parsed. */
   readonly sent: Record<string, unknown>[] = [];
+  /** Binary frames the client sent (heartbeats), as copies. */
+  readonly sentBinary: Uint8Array[] = [];
 
   constructor(options: StreamhealClientOptions) {
-    const sent = this.sent;
+    const { sent, sentBinary } = this;
     class RecordingWebSocket extends WebSocket {
       override send(data: unknown, ...rest: unknown[]): void {
-        sent.push(JSON.parse(String(data)) as Record<string, unknown>);
+        if (typeof data === 'string') sent.push(JSON.parse(data) as Record<string, unknown>);
+        else sentBinary.push(new Uint8Array(data as Uint8Array));
         (super.send as (...args: unknown[]) => void)(data, ...rest);
       }
     }
@@ -131,6 +135,7 @@ export class RecordingClient {
     });
     const names: (keyof StreamhealClientEvents)[] = [
       'connected',
+      'degraded',
       'disconnected',
       'reconnecting',
       'resumed',

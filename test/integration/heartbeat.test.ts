@@ -1,0 +1,127 @@
+/**
+ * Seed 3.1 on the real local cluster: a gateway PROCESS frozen with SIGSTOP keeps its sockets
+ * (its kernel still acknowledges TCP) but answers nothing. The SDK notices through its
+ * heartbeat, drops the connection and resumes on another gateway, receiving every position
+ * exactly once while a publisher keeps publishing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createNodeClient } from '../../shared/client/node.js';
+import type { StreamhealClient } from '../../shared/client/StreamhealClient.js';
+import { DEFAULT_HEARTBEAT, heartbeatDetectionBoundMs } from '../../shared/protocol/heartbeat.js';
+import { startClusterProcess, type ClusterProcess } from '../support/cluster.js';
+import { childPids, eventually, isAlive, killPids, waitUntilGone } from '../support/processes.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const range = (from: number, to: number) =>
+  Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+describe('heartbeat on the local cluster (real processes)', () => {
+  let cluster: ClusterProcess;
+  const clients: StreamhealClient[] = [];
+  const stopped: number[] = [];
+
+  beforeAll(async () => {
+    cluster = await startClusterProcess({ controlPort: 16070, portBase: 16081 });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const pid of stopped) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // gone
+      }
+    }
+    await Promise.all(clients.map((c) => c.close()));
+    const pids = [...childPids(cluster.pid), cluster.pid];
+    cluster.proc.kill('SIGTERM');
+    const left = await waitUntilGone(pids, 10_000);
+    killPids(left);
+    cluster.dispose();
+    expect(left).toEqual([]);
+  }, 30_000);
+
+  async function publish(url: string, channel: string, data: unknown): Promise<number> {
+    const response = await fetch(`${url}/v1/publish`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${cluster.publishKey}`,
+        'content-type': 'application/json',
+      },
+      body: JSON.stringify({ channel, data }),
+    });
+    if (response.status !== 200) throw new Error(`publish answered ${response.status}`);
+    return ((await response.json()) as { position: number }).position;
+  }
+
+  async function gatewayPid(url: string): Promise<number> {
+    const status = (await (await fetch(`${cluster.controlUrl}/v1/status`)).json()) as {
+      nodes: { url: string; pid: number }[];
+    };
+    const node = status.nodes.find((n) => n.url === url);
+    if (!node) throw new Error(`no node at ${url}`);
+    return node.pid;
+  }
+
+  it('detects a gateway frozen with SIGSTOP and resumes on another with every position exactly once', async () => {
+    const c = createNodeClient({ urls: cluster.gatewayUrls });
+    clients.push(c);
+    const received: number[] = [];
+    const events: { event: string; at: number; payload: unknown }[] = [];
+    c.on('message', (m) => received.push(m.position));
+    for (const event of ['degraded', 'disconnected', 'connected', 'resumed'] as const) {
+      c.on(event, (payload) => events.push({ event, at: performance.now(), payload }));
+    }
+    await c.connect();
+    await c.subscribe('frozen');
+    const victimUrl = c.url!;
+    const victim = await gatewayPid(victimUrl);
+    const publishers = cluster.gatewayUrls.filter((u) => u !== victimUrl);
+    let published = 0;
+    let stop = false;
+    const publishing = (async () => {
+      while (!stop) {
+        published = await publish(publishers[published % 2]!, 'frozen', { n: published });
+        await sleep(5);
+      }
+    })();
+    await eventually(() => received.length >= 50, 5_000, 'messages before the freeze');
+
+    const frozenAt = performance.now();
+    process.kill(victim, 'SIGSTOP');
+    stopped.push(victim);
+    await eventually(() => c.url !== victimUrl && c.isConnected, 10_000, 'resumed elsewhere');
+    const resumedAt = performance.now();
+    await sleep(500);
+    stop = true;
+    await publishing;
+    await eventually(() => received.length === published, 5_000, `all ${published} messages`);
+
+    const degraded = events.find((e) => e.event === 'degraded');
+    const disconnected = events.find((e) => e.event === 'disconnected');
+    expect(degraded?.payload).toMatchObject({ url: victimUrl, reason: 'heartbeat', misses: 3 });
+    expect(disconnected?.payload).toMatchObject({ url: victimUrl, code: 1006 });
+    const detectedMs = degraded!.at - frozenAt;
+    const bound = heartbeatDetectionBoundMs(DEFAULT_HEARTBEAT);
+    console.log(
+      `frozen gateway process: SDK declared it dead ${detectedMs.toFixed(0)} ms after SIGSTOP ` +
+        `(bound ${bound} ms; ${(degraded!.payload as { silentMs: number }).silentMs} ms since the last pong), ` +
+        `resumed on another gateway ${(resumedAt - frozenAt).toFixed(0)} ms after SIGSTOP; ${published} messages`,
+    );
+    expect(detectedMs).toBeGreaterThanOrEqual(3 * DEFAULT_HEARTBEAT.timeoutMs - 50);
+    expect(detectedMs).toBeLessThanOrEqual(bound + 150);
+    expect(received).toEqual(range(1, published));
+    expect(c.stats).toMatchObject({ duplicates: 0, gaps: 0, heartbeatTimeouts: 1, resumes: 1 });
+
+    // Thawed, the gateway carries on: it was never killed.
+    process.kill(victim, 'SIGCONT');
+    stopped.splice(stopped.indexOf(victim), 1);
+    expect(isAlive(victim)).toBe(true);
+    await eventually(
+      async () => (await fetch(`${victimUrl}/readyz`)).status === 200,
+      15_000,
+      'the thawed gateway ready again',
+    );
+    expect(await gatewayPid(victimUrl)).toBe(victim);
+  }, 40_000);
+});

@@ -1,0 +1,243 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_HEARTBEAT,
+  HEARTBEAT_FRAME_BYTES,
+  HeartbeatStep,
+  HeartbeatTracker,
+  HeartbeatType,
+  decodeHeartbeat,
+  encodeHeartbeat,
+  heartbeatClock,
+  heartbeatDetectionBoundMs,
+  heartbeatTimestamp,
+  heartbeatType,
+  pongFor,
+} from '../../../shared/protocol/heartbeat.js';
+
+const hex = (bytes: Uint8Array) => Buffer.from(bytes).toString('hex');
+
+/** The seed's Python, transcribed: b"\x00" + len(payload).to_bytes(2,'big') + struct.pack("!BQ", t, ts). */
+function seedFrame(type: number, timestampMs: number): Buffer {
+  const payload = Buffer.alloc(9);
+  payload.writeUInt8(type, 0);
+  payload.writeBigUInt64BE(BigInt(timestampMs), 1);
+  const header = Buffer.alloc(3);
+  header.writeUInt16BE(payload.length, 1);
+  return Buffer.concat([header, payload]);
+}
+
+describe('heartbeat frame codec', () => {
+  it('encodes the documented example byte for byte', () => {
+    expect(hex(encodeHeartbeat('ping', 1_718_000_000_000))).toBe('000009010000019000c79c00');
+    expect(hex(encodeHeartbeat(HeartbeatType.pong, 1_718_000_000_000))).toBe(
+      '000009020000019000c79c00',
+    );
+    expect(hex(encodeHeartbeat('ping', 0))).toBe('000009010000000000000000');
+    expect(hex(encodeHeartbeat('pong', Number.MAX_SAFE_INTEGER))).toBe('00000902001fffffffffffff');
+  });
+
+  it('agrees with the seed layout and round-trips every safe timestamp', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<'ping' | 'pong'>('ping', 'pong'),
+        fc.maxSafeNat(),
+        (type, timestampMs) => {
+          const frame = encodeHeartbeat(type, timestampMs);
+          expect(frame.length).toBe(HEARTBEAT_FRAME_BYTES);
+          expect(Buffer.from(frame)).toEqual(seedFrame(type === 'ping' ? 0x01 : 0x02, timestampMs));
+          expect(decodeHeartbeat(frame)).toEqual({ type, timestampMs });
+          expect(heartbeatTimestamp(frame)).toBe(timestampMs);
+        },
+      ),
+    );
+  });
+
+  it('writes into a given buffer at an offset without allocating', () => {
+    const buffer = Buffer.alloc(20, 0xee);
+    const out = encodeHeartbeat('ping', 42, buffer, 4);
+    expect(out).toBe(buffer);
+    expect(hex(buffer)).toBe('eeeeeeee' + '00000901000000000000002a' + 'eeeeeeee');
+    expect(() => encodeHeartbeat('ping', 1, Buffer.alloc(11))).toThrow(RangeError);
+    expect(() => encodeHeartbeat('ping', 1, buffer, 9)).toThrow(RangeError);
+  });
+
+  it('refuses to encode what the frame cannot carry', () => {
+    expect(() => encodeHeartbeat('ping', -1)).toThrow(RangeError);
+    expect(() => encodeHeartbeat('ping', 1.5)).toThrow(RangeError);
+    expect(() => encodeHeartbeat('ping', 2 ** 53)).toThrow(RangeError);
+    expect(() => encodeHeartbeat('ping', Number.NaN)).toThrow(RangeError);
+    expect(() => encodeHeartbeat(3 as never, 1)).toThrow(RangeError);
+  });
+
+  it('decodes from Buffer, Uint8Array, ArrayBuffer and views at an offset', () => {
+    const frame = encodeHeartbeat('pong', 123_456_789_012);
+    const arrayBuffer = frame.buffer.slice(0);
+    const wide = new Uint8Array(30);
+    wide.set(frame, 7);
+    const expected = { type: 'pong', timestampMs: 123_456_789_012 };
+    expect(decodeHeartbeat(Buffer.from(frame))).toEqual(expected);
+    expect(decodeHeartbeat(arrayBuffer)).toEqual(expected);
+    expect(decodeHeartbeat(wide.subarray(7, 19))).toEqual(expected);
+    expect(decodeHeartbeat(new DataView(wide.buffer, 7, 12))).toEqual(expected);
+  });
+
+  it('is strict: wrong length, flag, length field, type or an unsafe timestamp is null', () => {
+    const good = encodeHeartbeat('ping', 1_718_000_000_000);
+    const mutate = (index: number, value: number) => {
+      const copy = new Uint8Array(good);
+      copy[index] = value;
+      return copy;
+    };
+    expect(decodeHeartbeat(good.subarray(0, 11))).toBeNull();
+    expect(decodeHeartbeat(new Uint8Array([...good, 0]))).toBeNull();
+    expect(decodeHeartbeat(new Uint8Array(0))).toBeNull();
+    expect(decodeHeartbeat(mutate(0, 0x01))).toBeNull(); // flag
+    expect(decodeHeartbeat(mutate(1, 0x01))).toBeNull(); // length 265
+    expect(decodeHeartbeat(mutate(2, 0x08))).toBeNull(); // length 8
+    expect(decodeHeartbeat(mutate(3, 0x00))).toBeNull(); // type
+    expect(decodeHeartbeat(mutate(3, 0x03))).toBeNull();
+    expect(decodeHeartbeat(mutate(4, 0x01))).toBeNull(); // beyond 2^53 - 1
+    expect(decodeHeartbeat(mutate(5, 0x20))).toBeNull();
+    expect(decodeHeartbeat(seedFrame(1, 2 ** 53))).toBeNull();
+    expect(decodeHeartbeat('000009010000019000c79c00')).toBeNull();
+    expect(decodeHeartbeat(null)).toBeNull();
+    expect(decodeHeartbeat({ length: 12 })).toBeNull();
+    expect(decodeHeartbeat([0, 0, 9, 1, 0, 0, 0, 0, 0, 0, 0, 1])).toBeNull();
+  });
+
+  it('never throws on garbage and accepts only exact heartbeat frames', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 40 }), (bytes) => {
+        const decoded = decodeHeartbeat(bytes);
+        const valid =
+          bytes.length === 12 &&
+          bytes[0] === 0 &&
+          bytes[1] === 0 &&
+          bytes[2] === 9 &&
+          (bytes[3] === 1 || bytes[3] === 2) &&
+          Buffer.from(bytes).readBigUInt64BE(4) <= BigInt(Number.MAX_SAFE_INTEGER);
+        expect(decoded !== null).toBe(valid);
+        expect(heartbeatType(bytes) !== 0).toBe(valid);
+        if (decoded)
+          expect(Buffer.from(encodeHeartbeat(decoded.type, decoded.timestampMs))).toEqual(
+            Buffer.from(bytes),
+          );
+      }),
+      { numRuns: 2_000 },
+    );
+  });
+
+  it('answers a ping with a pong echoing its timestamp, in a new array', () => {
+    const ping = encodeHeartbeat('ping', 99);
+    const pong = pongFor(ping);
+    expect(pong).not.toBe(ping);
+    expect(decodeHeartbeat(pong)).toEqual({ type: 'pong', timestampMs: 99 });
+    expect(decodeHeartbeat(ping)).toEqual({ type: 'ping', timestampMs: 99 });
+  });
+
+  it('reads a monotonic, epoch-anchored millisecond clock', () => {
+    const a = heartbeatClock();
+    expect(Number.isSafeInteger(a)).toBe(true);
+    expect(Math.abs(a - Date.now())).toBeLessThan(60_000);
+    expect(heartbeatClock()).toBeGreaterThanOrEqual(a);
+  });
+});
+
+describe('HeartbeatTracker (tiers L1 and L2)', () => {
+  const options = DEFAULT_HEARTBEAT; // 1000 / 500 / 3
+
+  it('pings every interval while pongs come back, and measures RTT', () => {
+    const t = new HeartbeatTracker(options, 10_000);
+    expect(t.step(10_000)).toBe(HeartbeatStep.ping);
+    expect(t.step(10_100)).toBe(HeartbeatStep.idle);
+    expect(t.pong(10_020, 10_000)).toBe(20);
+    expect(t.step(10_999)).toBe(HeartbeatStep.idle);
+    expect(t.step(11_000)).toBe(HeartbeatStep.ping);
+    expect(t.pong(11_040, 11_000)).toBe(40);
+    expect(t).toMatchObject({ misses: 0, lastRttMs: 40, samples: 2, awaiting: false });
+    expect(t.srttMs).toBeCloseTo(20 + (40 - 20) / 8);
+    expect(t.nextDeadline).toBe(12_000);
+  });
+
+  it('L1: resends at once after each timeout; L2: dead after three in a row', () => {
+    const t = new HeartbeatTracker(options, 0, 100);
+    expect(t.step(100)).toBe(HeartbeatStep.ping);
+    expect(t.nextDeadline).toBe(600);
+    expect(t.step(599)).toBe(HeartbeatStep.idle);
+    expect(t.step(600)).toBe(HeartbeatStep.resend);
+    expect(t.misses).toBe(1);
+    expect(t.step(1_050)).toBe(HeartbeatStep.idle); // each resend gets a full timeout
+    expect(t.step(1_100)).toBe(HeartbeatStep.resend);
+    expect(t.step(1_600)).toBe(HeartbeatStep.dead);
+    expect(t.dead).toBe(true);
+    expect(t.step(5_000)).toBe(HeartbeatStep.idle);
+    expect(t.pong(5_000, 1_100)).toBe(-1); // too late: stays dead
+  });
+
+  it('a late pong (for an earlier ping) resets the misses', () => {
+    const t = new HeartbeatTracker(options, 0);
+    t.step(0);
+    expect(t.step(500)).toBe(HeartbeatStep.resend);
+    expect(t.step(1_000)).toBe(HeartbeatStep.resend);
+    expect(t.pong(1_200, 0)).toBe(1_200);
+    expect(t.misses).toBe(0);
+    expect(t.step(1_200)).toBe(HeartbeatStep.ping); // the schedule was due meanwhile
+  });
+
+  it('ignores pongs that cannot echo one of its pings', () => {
+    const t = new HeartbeatTracker(options, 1_000);
+    t.step(1_000);
+    expect(t.pong(1_010, 999)).toBe(-1); // before it started
+    expect(t.pong(1_010, 1_011)).toBe(-1); // from the future
+    expect(t.awaiting).toBe(true);
+  });
+
+  it('a pause of the detector itself counts as one miss, not three', () => {
+    const t = new HeartbeatTracker(options, 0);
+    t.step(0);
+    expect(t.step(60_000)).toBe(HeartbeatStep.resend);
+    expect(t.misses).toBe(1);
+    expect(t.step(60_100)).toBe(HeartbeatStep.idle);
+  });
+
+  it('documents the detection bound', () => {
+    expect(heartbeatDetectionBoundMs(options)).toBe(2_500);
+    expect(heartbeatDetectionBoundMs(options, 100)).toBe(2_900);
+  });
+
+  it('never declares a peer dead faster than misses × timeout, nor later than the bound', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 5_000 }), // when the peer goes silent
+        fc.integer({ min: 1, max: 200 }), // step granularity
+        fc.integer({ min: 0, max: 50 }), // RTT while alive
+        (silentAt, granularity, rtt) => {
+          const t = new HeartbeatTracker(options, 0);
+          let pendingPong: number | undefined;
+          for (let now = 0; now < silentAt + 10_000; now += granularity) {
+            if (
+              pendingPong !== undefined &&
+              now >= pendingPong + rtt &&
+              pendingPong + rtt < silentAt
+            ) {
+              t.pong(now, pendingPong);
+              pendingPong = undefined;
+            }
+            const step = t.step(now);
+            if (step === HeartbeatStep.ping || step === HeartbeatStep.resend) pendingPong = now;
+            if (step === HeartbeatStep.dead) {
+              expect(now - silentAt).toBeLessThanOrEqual(
+                heartbeatDetectionBoundMs(options, granularity) + rtt,
+              );
+              expect(now - t.lastPongAt).toBeGreaterThanOrEqual(options.misses * options.timeoutMs);
+              return;
+            }
+          }
+          throw new Error('never declared dead');
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
