@@ -12,22 +12,16 @@ import { errorCode } from '../../shared/errors.js';
 import { CloseCodes } from '../../shared/protocol/closeCodes.js';
 import { isValidChannel } from '../../shared/protocol/channels.js';
 import { ErrorCodes, type Limits } from '../../shared/protocol/frames.js';
-import {
-  DEFAULT_HEARTBEAT,
-  HEARTBEAT_FRAME_BYTES,
-  HeartbeatStep,
-  HeartbeatType,
-  encodeHeartbeat,
-  heartbeatClock,
-  heartbeatDetectionBoundMs,
-  type HeartbeatOptions,
-} from '../../shared/protocol/heartbeat.js';
 import type { StateStore } from '../../shared/store/StateStore.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 import { injectContext, tracer } from '../../shared/telemetry/tracing.js';
 import { signToken, verifyToken, type KeyRing } from '../../shared/tokens.js';
-import { PhiAccrualDetector } from '../../shared/health/phiAccrual.js';
 import { ChannelHub } from './ChannelHub.js';
+import {
+  HeartbeatSweep,
+  type GatewayHeartbeatOptions,
+  type SessionDegradedInfo,
+} from './HeartbeatSweep.js';
 import type { GatewayContext } from './GatewayContext.js';
 import {
   HttpError,
@@ -41,54 +35,6 @@ import {
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { SseStream, parseSseRequest } from './SseStream.js';
 import { WsSession, type SuspicionDetector } from './WsSession.js';
-
-/** The gateway's application heartbeat (seed 3.1). docs/protocol.md, "Heartbeat". */
-export interface GatewayHeartbeatOptions extends HeartbeatOptions {
-  /**
-   * Every session's pings and timeouts are checked once per `sweepMs` by one timer for the whole
-   * gateway (no timer per connection), which ticks every ~20 ms over one lane of the sessions.
-   * @default 100
-   */
-  sweepMs: number;
-  /** Phi-accrual level at which a session counts as suspect in the metrics. @default 8 */
-  phiThreshold: number;
-}
-
-export const DEFAULT_GATEWAY_HEARTBEAT: Readonly<GatewayHeartbeatOptions> = {
-  ...DEFAULT_HEARTBEAT,
-  sweepMs: 100,
-  phiThreshold: 8,
-};
-
-/** What `onSessionDegraded` learns about a session the heartbeat gave up on (L2). */
-export interface SessionDegradedInfo {
-  node: string;
-  session: string;
-  /** Peer address `host:port`. */
-  peer?: string;
-  /** Consecutive pings left without a pong. */
-  misses: number;
-  /** Milliseconds since the last pong (since the connection opened when there was none). */
-  silentMs: number;
-  /** Smoothed heartbeat RTT in ms; -1 when no pong ever arrived. */
-  srttMs: number;
-  /** Phi-accrual suspicion level at that moment, when a detector is configured. */
-  phi?: number;
-}
-
-/** One session's heartbeat figures (for scoring and tests). */
-export interface SessionHeartbeat {
-  session: string;
-  peer?: string;
-  misses: number;
-  lastRttMs: number;
-  srttMs: number;
-  rttVarMs: number;
-  /** Standard deviation of the last RTT samples (the health score's RTT stability input). */
-  rttStdDevMs: number;
-  samples: number;
-  phi?: number;
-}
 
 export interface GatewayOptions {
   nodeId: string;
@@ -113,7 +59,7 @@ export interface GatewayOptions {
   /** @default 3_600_000 (one hour) */
   resumeTokenLifetimeMs?: number;
   /** How often the node record is refreshed; its lease lasts three times this. @default 2000 */
-  heartbeatMs?: number;
+  registrationMs?: number;
   /**
    * Application heartbeat to WebSocket clients: `true` or options for pings (missing fields
    * take DEFAULT_GATEWAY_HEARTBEAT), omitted or `false` for none. The gateway process
@@ -150,12 +96,6 @@ export const DEFAULT_LIMITS: Limits = {
   requestsPerSecond: 50,
 };
 const RESUME = 'resume';
-/** The sweep ticks about this often (ms), visiting one lane of sessions per tick. */
-const LANE_TICK_MS = 20;
-const MAX_LANES = 10;
-/** Pong intervals each session's phi detector remembers (8 bytes each). */
-const PHI_WINDOW = 32;
-
 export interface NodeRecord {
   id: string;
   url: string;
@@ -173,22 +113,14 @@ export class Gateway implements GatewayContext {
   readonly hub: ChannelHub;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
-  readonly heartbeat?: Readonly<GatewayHeartbeatOptions>;
-  readonly suspicionDetector?: () => SuspicionDetector;
+  /** Pings to WebSocket clients; undefined without an application heartbeat. */
+  readonly heartbeatSweep?: HeartbeatSweep;
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly sessions = new Set<WsSession>();
-  /**
-   * Heartbeat sessions split into lanes; each tick of the sweep timer visits one lane, so every
-   * session is stepped once per `sweepMs` and a sweep's pings are spread over its ticks.
-   */
-  private readonly lanes: Set<WsSession>[] = [];
-  private readonly laneStats: { late: number; suspects: number; maxPhi: number }[] = [];
-  private nextLane = 0;
   private readonly streams = new Set<SseStream>();
   private readonly startedAt = new Date().toISOString();
   private registration?: NodeJS.Timeout;
-  private sweepTimer?: NodeJS.Timeout;
   private lease?: string;
   private lastRegisteredAt = 0;
   private closing = false;
@@ -201,21 +133,14 @@ export class Gateway implements GatewayContext {
     this.maxBufferedBytes = options.maxBufferedBytes ?? 4 * 1024 * 1024;
     this.metrics = createGatewayMetrics(options.nodeId);
     if (options.heartbeat) {
-      this.heartbeat = resolveHeartbeat(options.heartbeat === true ? {} : options.heartbeat);
-      const { intervalMs, phiThreshold, sweepMs } = this.heartbeat;
-      const lanes = Math.min(MAX_LANES, Math.max(1, Math.round(sweepMs / LANE_TICK_MS)));
-      for (let i = 0; i < lanes; i++) {
-        this.lanes.push(new Set());
-        this.laneStats.push({ late: 0, suspects: 0, maxPhi: 0 });
-      }
-      this.suspicionDetector =
-        options.suspicionDetector ??
-        (() =>
-          new PhiAccrualDetector({
-            threshold: phiThreshold,
-            firstHeartbeatEstimateMs: intervalMs,
-            windowSize: PHI_WINDOW,
-          }));
+      this.heartbeatSweep = new HeartbeatSweep({
+        nodeId: options.nodeId,
+        heartbeat: options.heartbeat === true ? {} : options.heartbeat,
+        metrics: this.metrics,
+        logger: options.logger,
+        ...(options.onSessionDegraded ? { onSessionDegraded: options.onSessionDegraded } : {}),
+        ...(options.suspicionDetector ? { suspicionDetector: options.suspicionDetector } : {}),
+      });
     }
     this.hub = new ChannelHub({
       store: options.store,
@@ -238,11 +163,19 @@ export class Gateway implements GatewayContext {
   url = '';
 
   get ready(): boolean {
-    return !this.closing && Date.now() - this.lastRegisteredAt < 3 * this.heartbeatMs;
+    return !this.closing && Date.now() - this.lastRegisteredAt < 3 * this.registrationMs;
   }
 
-  private get heartbeatMs(): number {
-    return this.options.heartbeatMs ?? 2_000;
+  get heartbeat(): Readonly<GatewayHeartbeatOptions> | undefined {
+    return this.heartbeatSweep?.heartbeat;
+  }
+
+  get suspicionDetector(): (() => SuspicionDetector) | undefined {
+    return this.heartbeatSweep?.suspicionDetector;
+  }
+
+  private get registrationMs(): number {
+    return this.options.registrationMs ?? 2_000;
   }
 
   async listen(): Promise<void> {
@@ -256,20 +189,8 @@ export class Gateway implements GatewayContext {
       });
     });
     await this.register();
-    this.registration = setInterval(() => void this.register(), this.heartbeatMs).unref();
-    if (this.heartbeat) {
-      this.sweepTimer = setInterval(
-        () => this.sweep(),
-        this.heartbeat.sweepMs / this.lanes.length,
-      ).unref();
-      this.logger.info(
-        {
-          heartbeat: this.heartbeat,
-          deadWithinMs: heartbeatDetectionBoundMs(this.heartbeat, this.heartbeat.sweepMs),
-        },
-        'pinging clients',
-      );
-    }
+    this.registration = setInterval(() => void this.register(), this.registrationMs).unref();
+    this.heartbeatSweep?.start();
     await this.emit('Gateway Started', { url: this.url });
     this.logger.info({ url: this.url }, 'gateway listening');
   }
@@ -279,7 +200,7 @@ export class Gateway implements GatewayContext {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.registration);
-    clearInterval(this.sweepTimer);
+    this.heartbeatSweep?.stop();
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const session of this.sessions) session.close(CloseCodes.shutdown);
     for (const stream of this.streams) stream.close();
@@ -313,122 +234,12 @@ export class Gateway implements GatewayContext {
   clientClosed(client: WsSession | SseStream): void {
     if (client instanceof WsSession) {
       this.sessions.delete(client);
-      this.lanes[client.lane]?.delete(client);
+      this.heartbeatSweep?.remove(client);
       this.metrics.connections.dec({ transport: 'ws' });
     } else {
       this.streams.delete(client);
       this.metrics.connections.dec({ transport: 'sse' });
     }
-  }
-
-  /** Heartbeat figures of every WebSocket session. */
-  sessionHeartbeats(): SessionHeartbeat[] {
-    const now = heartbeatClock();
-    const out: SessionHeartbeat[] = [];
-    for (const session of this.sessions) {
-      const hb = session.heartbeat;
-      if (!hb) continue;
-      out.push({
-        session: session.id,
-        ...(session.peer === undefined ? {} : { peer: session.peer }),
-        misses: hb.misses,
-        lastRttMs: hb.lastRttMs,
-        srttMs: hb.srttMs,
-        rttVarMs: hb.rttVarMs,
-        rttStdDevMs: session.rtt?.stdDev ?? 0,
-        samples: hb.samples,
-        ...(session.suspicion ? { phi: session.suspicion.phi(now) } : {}),
-      });
-    }
-    return out;
-  }
-
-  // Heartbeat and TCP (seed 3.1)
-
-  /**
-   * One tick: a pass over one lane of sessions. Due pings go out (all sharing one 12-byte
-   * frame, since they carry the same timestamp), L1 timeouts are counted and resent, L2
-   * sessions are closed. Gauges sum the lanes' last passes.
-   */
-  private sweep(): void {
-    const heartbeat = this.heartbeat!;
-    const index = this.nextLane;
-    this.nextLane = (index + 1) % this.lanes.length;
-    const started = performance.now();
-    const now = heartbeatClock();
-    let frame: Buffer | undefined;
-    let pings = 0;
-    let timeouts = 0;
-    let late = 0;
-    let suspects = 0;
-    let maxPhi = 0;
-    const phiAlways = heartbeat.phiThreshold <= 1;
-    for (const session of this.lanes[index]!) {
-      const tracker = session.heartbeat!;
-      if (session.isClosed) continue;
-      const step = tracker.step(now);
-      if (step === HeartbeatStep.ping || step === HeartbeatStep.resend) {
-        if (!frame) {
-          frame = Buffer.allocUnsafe(HEARTBEAT_FRAME_BYTES);
-          encodeHeartbeat(HeartbeatType.ping, now, frame);
-        }
-        session.sendHeartbeat(frame);
-        pings++;
-        if (step === HeartbeatStep.resend) timeouts++;
-      } else if (step === HeartbeatStep.dead) {
-        this.sessionDegraded(session, now);
-        continue;
-      }
-      if (tracker.misses > 0) late++;
-      const suspicion = session.suspicion;
-      // Pongs arrive about once per interval, so until a whole interval has passed since the
-      // last one the silence is at most the learnt mean and phi <= -log10(0.5) = 0.3: far
-      // below any useful threshold. Skipping those sessions keeps the sweep O(late sessions)
-      // in the detector's memory.
-      if (suspicion && (phiAlways || now - tracker.lastPongAt > heartbeat.intervalMs)) {
-        const phi = suspicion.phi(now);
-        if (phi >= heartbeat.phiThreshold) suspects++;
-        if (phi > maxPhi) maxPhi = phi;
-      }
-    }
-    if (pings > 0) this.metrics.heartbeatPings.inc(pings);
-    if (timeouts > 0) this.metrics.heartbeatTimeouts.inc(timeouts);
-    const stats = this.laneStats[index]!;
-    stats.late = late;
-    stats.suspects = suspects;
-    stats.maxPhi = maxPhi;
-    for (const lane of this.laneStats) {
-      if (lane === stats) continue;
-      late += lane.late;
-      suspects += lane.suspects;
-      maxPhi = Math.max(maxPhi, lane.maxPhi);
-    }
-    this.metrics.heartbeatLate.set(late);
-    this.metrics.heartbeatSuspect.set(suspects);
-    this.metrics.heartbeatMaxPhi.set(maxPhi);
-    this.metrics.heartbeatSweep.observe((performance.now() - started) / 1000);
-  }
-
-  /** L2: the session is degraded; its peer no longer answers, so the connection is dropped. */
-  private sessionDegraded(session: WsSession, now: number): void {
-    const tracker = session.heartbeat!;
-    const info: SessionDegradedInfo = {
-      node: this.nodeId,
-      session: session.id,
-      ...(session.peer === undefined ? {} : { peer: session.peer }),
-      misses: tracker.misses,
-      silentMs: now - tracker.lastPongAt,
-      srttMs: tracker.srttMs,
-      ...(session.suspicion ? { phi: session.suspicion.phi(now) } : {}),
-    };
-    this.metrics.heartbeatDegraded.inc();
-    this.logger.warn(info, 'session degraded: pings unanswered (heartbeat L2); closing it as dead');
-    try {
-      this.options.onSessionDegraded?.(info);
-    } catch (error) {
-      this.logger.error({ err: error }, 'onSessionDegraded failed');
-    }
-    session.terminate();
   }
 
   /** L3: TCP keepalive on every accepted socket, then the native probe's hook. */
@@ -467,7 +278,7 @@ export class Gateway implements GatewayContext {
           this.lease = undefined;
         });
       }
-      this.lease ??= await store.grantLease(3 * this.heartbeatMs);
+      this.lease ??= await store.grantLease(3 * this.registrationMs);
       await store.put(`nodes/${this.nodeId}`, this.nodeRecord(), { lease: this.lease });
       this.metrics.channels.set(this.hub.channelCount);
       this.lastRegisteredAt = Date.now();
@@ -512,7 +323,7 @@ export class Gateway implements GatewayContext {
             node: this.nodeId,
             checks: {
               store:
-                Date.now() - this.lastRegisteredAt < 3 * this.heartbeatMs ? 'ok' : 'unavailable',
+                Date.now() - this.lastRegisteredAt < 3 * this.registrationMs ? 'ok' : 'unavailable',
               closing: this.closing,
             },
           });
@@ -636,14 +447,7 @@ export class Gateway implements GatewayContext {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const session = new WsSession(ws, this, `${socket.remoteAddress}:${socket.remotePort}`);
       this.sessions.add(session);
-      if (session.heartbeat) {
-        // The least loaded lane keeps the ticks even under churn.
-        let lane = 0;
-        for (let i = 1; i < this.lanes.length; i++)
-          if (this.lanes[i]!.size < this.lanes[lane]!.size) lane = i;
-        session.lane = lane;
-        this.lanes[lane]!.add(session);
-      }
+      if (session.heartbeat) this.heartbeatSweep!.add(session);
       this.metrics.connections.inc({ transport: 'ws' });
       session.start().catch((error: unknown) => {
         this.logger.error({ err: error }, 'session start failed');
@@ -651,23 +455,6 @@ export class Gateway implements GatewayContext {
       });
     });
   }
-}
-
-/** Heartbeat options with defaults, validated. */
-export function resolveHeartbeat(
-  options: Partial<GatewayHeartbeatOptions>,
-): Readonly<GatewayHeartbeatOptions> {
-  const resolved = { ...DEFAULT_GATEWAY_HEARTBEAT };
-  for (const [key, value] of Object.entries(options) as [keyof GatewayHeartbeatOptions, number][]) {
-    if (value !== undefined) resolved[key] = value;
-  }
-  for (const [key, value] of Object.entries(resolved)) {
-    if (!(Number.isFinite(value) && value > 0))
-      throw new RangeError(`heartbeat ${key} must be a positive number, got ${value}`);
-  }
-  if (!Number.isInteger(resolved.misses) || resolved.misses < 1)
-    throw new RangeError(`heartbeat misses must be an integer >= 1, got ${resolved.misses}`);
-  return Object.freeze(resolved);
 }
 
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {

@@ -137,7 +137,7 @@ describe('client heartbeat', () => {
     await client.connect();
     await until(() => (client.rttMs ?? -1) >= 0, 'an RTT measured');
     await until(
-      () => (gateway.gateway.sessionHeartbeats()[0]?.samples ?? 0) >= 3,
+      () => (gateway.gateway.heartbeatSweep!.sessionHeartbeats()[0]?.samples ?? 0) >= 3,
       'three of the gateway pings answered',
     );
     const binary = BrowserLikeWebSocket.sent

@@ -17,8 +17,11 @@ import {
   heartbeatDetectionBoundMs,
   pongFor,
 } from '../../../shared/protocol/heartbeat.js';
-import type { SessionDegradedInfo } from '../../../workers/gateway/Gateway.js';
-import { DEFAULT_GATEWAY_HEARTBEAT, type Gateway } from '../../../workers/gateway/Gateway.js';
+import type { Gateway } from '../../../workers/gateway/Gateway.js';
+import {
+  DEFAULT_GATEWAY_HEARTBEAT,
+  type SessionDegradedInfo,
+} from '../../../workers/gateway/HeartbeatSweep.js';
 import { ROOT, dist, eventually, isAlive, killPids } from '../../support/processes.js';
 import { Cluster, publish } from './harness.js';
 
@@ -133,7 +136,7 @@ describe('gateway heartbeat', () => {
       // The timestamp is the gateway's heartbeat clock at the sweep that sent it.
       expect(c.pings.at(-1)!.at - c.pings.at(-1)!.timestampMs).toBeLessThan(50);
     }
-    const sessions = gateway.sessionHeartbeats();
+    const sessions = gateway.heartbeatSweep!.sessionHeartbeats();
     expect(sessions.map((s) => s.session).sort()).toEqual(all.map((c) => c.session).sort());
     for (const s of sessions) {
       expect(s.samples).toBeGreaterThanOrEqual(4);
@@ -183,7 +186,9 @@ describe('gateway heartbeat', () => {
     expect(at - silentFrom).toBeLessThanOrEqual(heartbeatDetectionBoundMs(heartbeat, 10) + 50);
     // The other client never noticed.
     expect(healthy.closeCode).toBeUndefined();
-    expect(gateway.sessionHeartbeats().map((s) => s.session)).toEqual([healthy.session]);
+    expect(gateway.heartbeatSweep!.sessionHeartbeats().map((s) => s.session)).toEqual([
+      healthy.session,
+    ]);
     const text = await (await fetch(`${gateway.url}/metrics`)).text();
     expect(metric(text, 'streamheal_heartbeat_timeouts_total')).toBe(2);
     expect(metric(text, 'streamheal_heartbeat_degraded_total')).toBe(1);
@@ -342,8 +347,8 @@ describe('gateway heartbeat', () => {
       // Let a few pings be answered so the phi detector learns the rhythm.
       await eventually(
         () =>
-          (gateway.sessionHeartbeats().find((s) => s.session === frozen.session)?.samples ?? 0) >=
-          3,
+          (gateway.heartbeatSweep!.sessionHeartbeats().find((s) => s.session === frozen.session)
+            ?.samples ?? 0) >= 3,
         10_000,
         'three answered pings',
       );
@@ -388,7 +393,9 @@ describe('gateway heartbeat', () => {
       );
       await eventually(() => neighbour.messages('frozen').length === 20, 2_000, 'all 20 messages');
       expect(neighbour.closeCode).toBeUndefined();
-      expect(gateway.sessionHeartbeats().map((s) => s.session)).toEqual([neighbour.session]);
+      expect(gateway.heartbeatSweep!.sessionHeartbeats().map((s) => s.session)).toEqual([
+        neighbour.session,
+      ]);
     }, 30_000);
   });
 });
