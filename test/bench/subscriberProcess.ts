@@ -10,6 +10,7 @@
  */
 import { WebSocket } from 'ws';
 import { serveRequests } from './procs.js';
+import { HeartbeatType, heartbeatType, pongFor } from '../../shared/protocol/heartbeat.js';
 
 type Mode = 'scan' | 'parse';
 
@@ -70,6 +71,8 @@ function openClient(url: string, channel: string, timeoutMs: number): Promise<We
       reject(new Error('subscribe timed out'));
     }, timeoutMs);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      // Answer the gateway's heartbeat pings as the SDK does (the raw ws server sends none).
+      if (isBinary && heartbeatType(data) === HeartbeatType.ping) return ws.send(pongFor(data));
       if (subscribed) {
         if (mode === 'scan') {
           if (
