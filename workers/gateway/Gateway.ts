@@ -17,6 +17,7 @@ import type { Logger } from '../../shared/telemetry/logger.js';
 import { injectContext, tracer } from '../../shared/telemetry/tracing.js';
 import { signToken, verifyToken, type KeyRing } from '../../shared/tokens.js';
 import { ChannelHub } from './ChannelHub.js';
+import { Detection, type DetectionOptions } from './Detection.js';
 import {
   HeartbeatSweep,
   type GatewayHeartbeatOptions,
@@ -52,7 +53,10 @@ export interface GatewayOptions {
   corsOrigins?: string[];
   /** @default { maxFrameBytes: 65536, maxChannels: 100, requestsPerSecond: 50 } */
   limits?: Partial<Limits>;
-  /** Bytes queued for one client before it is closed as a slow consumer. @default 4 MiB */
+  /**
+   * High-water mark of one client's queue: WebSocket delivery pauses above it and the fast path
+   * takes over; an SSE stream is closed (the browser resumes with Last-Event-ID). @default 1 MiB
+   */
   maxBufferedBytes?: number;
   /** SSE `retry:` field. @default 1000 */
   sseRetryMs?: number;
@@ -82,11 +86,8 @@ export interface GatewayOptions {
    * (idle time before the first probe); 0 disables. @default 1000
    */
   tcpKeepAliveMs?: number;
-  /**
-   * L3 hook called with every accepted TCP socket, after keepalive is set: where the native
-   * probe sets TCP_USER_TIMEOUT (and registers the socket for TCP_INFO sweeps). Must not throw.
-   */
-  tuneSocket?: (socket: Socket) => void;
+  /** Kernel probes, fast path, canary and health events. */
+  detection?: DetectionOptions;
   logger: Logger;
 }
 
@@ -115,6 +116,7 @@ export class Gateway implements GatewayContext {
   readonly logger: Logger;
   /** Pings to WebSocket clients; undefined without an application heartbeat. */
   readonly heartbeatSweep?: HeartbeatSweep;
+  readonly detection: Detection;
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly sessions = new Set<WsSession>();
@@ -130,7 +132,7 @@ export class Gateway implements GatewayContext {
     this.nodeId = options.nodeId;
     this.logger = options.logger;
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
-    this.maxBufferedBytes = options.maxBufferedBytes ?? 4 * 1024 * 1024;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
     this.metrics = createGatewayMetrics(options.nodeId);
     if (options.heartbeat) {
       this.heartbeatSweep = new HeartbeatSweep({
@@ -147,6 +149,18 @@ export class Gateway implements GatewayContext {
       logger: options.logger,
       onDelivered: (count) => this.metrics.delivered.inc(count),
     });
+    this.detection = new Detection(
+      {
+        nodeId: options.nodeId,
+        bus: options.bus,
+        metrics: this.metrics,
+        logger: options.logger,
+        sessions: () => this.sessions,
+        highWaterBytes: this.maxBufferedBytes,
+        publishKey: options.publishKey,
+      },
+      options.detection,
+    );
     this.server = createServer((req, res) => void this.route(req, res));
     this.server.keepAliveTimeout = 65_000;
     this.server.on('connection', (socket: Socket) => this.tuneSocket(socket));
@@ -163,7 +177,12 @@ export class Gateway implements GatewayContext {
   url = '';
 
   get ready(): boolean {
-    return !this.closing && Date.now() - this.lastRegisteredAt < 3 * this.registrationMs;
+    return !this.closing && this.registered && this.detection.checks().ready;
+  }
+
+  /** The node record was written recently: the store answers. */
+  private get registered(): boolean {
+    return Date.now() - this.lastRegisteredAt < 3 * this.registrationMs;
   }
 
   get heartbeat(): Readonly<GatewayHeartbeatOptions> | undefined {
@@ -191,6 +210,7 @@ export class Gateway implements GatewayContext {
     await this.register();
     this.registration = setInterval(() => void this.register(), this.registrationMs).unref();
     this.heartbeatSweep?.start();
+    this.detection.start(this.url, Number(new URL(this.url).port));
     await this.emit('Gateway Started', { url: this.url });
     this.logger.info({ url: this.url }, 'gateway listening');
   }
@@ -212,6 +232,7 @@ export class Gateway implements GatewayContext {
     }
     this.server.closeAllConnections();
     await stopped;
+    await this.detection.stop();
     await this.emit('Gateway Stopped', { url: this.url });
     if (this.lease) await this.options.store.revokeLease(this.lease).catch(() => undefined);
   }
@@ -231,10 +252,11 @@ export class Gateway implements GatewayContext {
     return verifyToken(this.options.keyRing, RESUME, token);
   }
 
-  clientClosed(client: WsSession | SseStream): void {
+  clientClosed(client: WsSession | SseStream, abnormal = false): void {
     if (client instanceof WsSession) {
       this.sessions.delete(client);
       this.heartbeatSweep?.remove(client);
+      this.detection.untrack(client, abnormal);
       this.metrics.connections.dec({ transport: 'ws' });
     } else {
       this.streams.delete(client);
@@ -242,15 +264,11 @@ export class Gateway implements GatewayContext {
     }
   }
 
-  /** L3: TCP keepalive on every accepted socket, then the native probe's hook. */
+  /** L3: TCP keepalive and TCP_USER_TIMEOUT on every accepted socket. */
   private tuneSocket(socket: Socket): void {
     const keepAliveMs = this.options.tcpKeepAliveMs ?? 1_000;
     if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
-    try {
-      this.options.tuneSocket?.(socket);
-    } catch (error) {
-      this.logger.warn({ err: error }, 'tuneSocket failed');
-    }
+    this.detection.tuneSocket(socket);
   }
 
   // Cluster membership
@@ -317,16 +335,15 @@ export class Gateway implements GatewayContext {
           return await this.sse(req, res, url, cors);
         case 'GET /healthz':
           return sendJson(res, 200, { status: 'ok', node: this.nodeId });
-        case 'GET /readyz':
+        case 'GET /readyz': {
+          const { kernelProbes, canary } = this.detection.checks();
+          const checks = { store: this.registered ? 'ok' : 'unavailable', closing: this.closing };
           return sendJson(res, this.ready ? 200 : 503, {
             ready: this.ready,
             node: this.nodeId,
-            checks: {
-              store:
-                Date.now() - this.lastRegisteredAt < 3 * this.registrationMs ? 'ok' : 'unavailable',
-              closing: this.closing,
-            },
+            checks: { ...checks, kernelProbes, canary },
           });
+        }
         case 'GET /metrics': {
           const text = await this.metrics.registry.metrics();
           res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(text);
@@ -448,6 +465,7 @@ export class Gateway implements GatewayContext {
       const session = new WsSession(ws, this, `${socket.remoteAddress}:${socket.remotePort}`);
       this.sessions.add(session);
       if (session.heartbeat) this.heartbeatSweep!.add(session);
+      this.detection.track(session, socket);
       this.metrics.connections.inc({ transport: 'ws' });
       session.start().catch((error: unknown) => {
         this.logger.error({ err: error }, 'session start failed');

@@ -21,5 +21,6 @@ export interface GatewayContext {
   resumeToken(session: string): Promise<string>;
   /** Returns the token's claims (`sub` is the session id); throws TokenError. */
   verifyResumeToken(token: string): Promise<Record<string, unknown>>;
-  clientClosed(client: WsSession | SseStream): void;
+  /** `abnormal`: the connection went without a closing handshake (1006). */
+  clientClosed(client: WsSession | SseStream, abnormal?: boolean): void;
 }

@@ -67,6 +67,13 @@ export class WsSession implements SubscriptionSink {
   rtt?: RttWindow;
   /** The gateway's heartbeat sweep lane holding this session; -1: none. */
   lane = -1;
+  /**
+   * Nothing is written while the client's socket is over the high-water mark: its backlog
+   * stays in the store's history and is caught up on resume (seed 3.2's bounded queue).
+   */
+  private deliveryPaused = false;
+  /** The fast path's retry schedule for this connection (seed 3.3's "retry pending"). */
+  readonly retry = { pending: false, atMs: 0, attempt: 0 };
 
   constructor(
     private readonly ws: WebSocket,
@@ -89,7 +96,7 @@ export class WsSession implements SubscriptionSink {
       this.suspicion = gateway.suspicionDetector?.();
     }
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
-    ws.on('close', () => this.onClose());
+    ws.on('close', (code) => this.onClose(code));
     ws.on('error', (error) =>
       gateway.logger.debug({ err: error, session: this.session }, 'websocket error'),
     );
@@ -117,6 +124,28 @@ export class WsSession implements SubscriptionSink {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Bytes written to this client's socket and not yet taken by the kernel. */
+  get queuedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  get isDeliveryPaused(): boolean {
+    return this.deliveryPaused;
+  }
+
+  pauseDelivery(): void {
+    if (this.deliveryPaused) return;
+    this.deliveryPaused = true;
+    for (const subscription of this.subscriptions.values()) this.gateway.hub.pause(subscription);
+  }
+
+  /** Writes again, starting with everything missed while paused. */
+  resumeDelivery(): void {
+    if (!this.deliveryPaused) return;
+    this.deliveryPaused = false;
+    for (const subscription of this.subscriptions.values()) this.gateway.hub.resume(subscription);
   }
 
   close(code: CloseCode): void {
@@ -148,11 +177,8 @@ export class WsSession implements SubscriptionSink {
   message(_subscription: Subscription, message: OutgoingMessage): void {
     if (this.closed) return;
     this.ws.send(message.wsFrame, { binary: false });
-    if (this.ws.bufferedAmount > this.gateway.maxBufferedBytes) {
-      this.gateway.metrics.pushErrors.inc({ reason: 'slow_consumer' });
-      this.close(CloseCodes.slowConsumer);
-      this.ws.terminate();
-    }
+    // Over the high-water mark: stop writing now; the fast path decides what happens next.
+    if (this.ws.bufferedAmount > this.gateway.maxBufferedBytes) this.pauseDelivery();
   }
 
   lost(subscription: Subscription, oldest: number, latest: number): void {
@@ -232,6 +258,7 @@ export class WsSession implements SubscriptionSink {
       return false;
     }
     const subscription = new Subscription(channel, this);
+    if (this.deliveryPaused) this.gateway.hub.pause(subscription);
     this.requestIds.set(subscription, id);
     this.subscriptions.set(channel, subscription);
     try {
@@ -266,6 +293,7 @@ export class WsSession implements SubscriptionSink {
     token: string,
     channels: Record<string, number>,
   ): Promise<void> {
+    const started = performance.now();
     const names = Object.keys(channels);
     if (names.length > this.gateway.limits.maxChannels) {
       return this.refuse(id, {
@@ -303,6 +331,7 @@ export class WsSession implements SubscriptionSink {
       channels: resumed,
       ...(id === undefined ? {} : { id }),
     });
+    this.gateway.metrics.resumeLatency.observe((performance.now() - started) / 1000);
   }
 
   private onPong(timestamp: number): void {
@@ -316,12 +345,12 @@ export class WsSession implements SubscriptionSink {
     this.gateway.metrics.heartbeatRtt.observe(rtt / 1000);
   }
 
-  private onClose(): void {
+  private onClose(code: number): void {
     this.closed = true;
     for (const subscription of this.subscriptions.values())
       this.gateway.hub.unsubscribe(subscription);
     this.subscriptions.clear();
-    this.gateway.clientClosed(this);
+    this.gateway.clientClosed(this, code === 1006);
   }
 
   // Output helpers

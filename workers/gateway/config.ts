@@ -28,8 +28,11 @@ export const GatewayEnv = z.object({
   STREAMHEAL_MAX_FRAME_BYTES: int(64 * 1024),
   STREAMHEAL_MAX_CHANNELS: int(100),
   STREAMHEAL_REQUESTS_PER_SECOND: int(50),
-  /** Bytes queued for one client before it is closed as a slow consumer. */
-  STREAMHEAL_MAX_BUFFERED_BYTES: int(4 * 1024 * 1024),
+  /**
+   * High-water mark of one client's queue: WebSocket delivery pauses above it (the fast path
+   * then retries, and closes a client that stays blocked); an SSE stream is closed.
+   */
+  STREAMHEAL_MAX_BUFFERED_BYTES: int(1024 * 1024),
   /** SSE `retry:` field, the browser's reconnect delay. */
   STREAMHEAL_SSE_RETRY_MS: int(1000),
   /**
@@ -48,6 +51,12 @@ export const GatewayEnv = z.object({
   STREAMHEAL_PHI_THRESHOLD: z.coerce.number().positive().default(8),
   /** L3: TCP keepalive idle time on every accepted socket; 0 disables. */
   STREAMHEAL_TCP_KEEPALIVE_MS: z.coerce.number().int().min(0).default(1000),
+  /** L3: TCP_USER_TIMEOUT, how long the kernel waits for unacknowledged data; 0 keeps the default. */
+  STREAMHEAL_TCP_USER_TIMEOUT_MS: z.coerce.number().int().min(0).default(5000),
+  /** Kernel TCP_INFO sweep interval (seed 2.1); 0 turns the sweeps off. */
+  STREAMHEAL_KERNEL_SWEEP_MS: z.coerce.number().int().min(0).default(500),
+  /** Delivery canary: a probe through publish and delivery this often; 0 turns it off. */
+  STREAMHEAL_CANARY_INTERVAL_MS: z.coerce.number().int().min(0).default(1000),
   STREAMHEAL_HISTORY_MAX_COUNT: int(10_000),
   STREAMHEAL_HISTORY_MAX_AGE_MS: int(10 * 60_000),
   STREAMHEAL_LOG_LEVEL: z

@@ -77,6 +77,11 @@ const gateway = await startGateway({
     phiThreshold: env.STREAMHEAL_PHI_THRESHOLD,
   },
   tcpKeepAliveMs: env.STREAMHEAL_TCP_KEEPALIVE_MS,
+  detection: {
+    tcpUserTimeoutMs: env.STREAMHEAL_TCP_USER_TIMEOUT_MS,
+    kernelSweepMs: env.STREAMHEAL_KERNEL_SWEEP_MS,
+    canaryIntervalMs: env.STREAMHEAL_CANARY_INTERVAL_MS,
+  },
   logger,
 });
 if (!env.STREAMHEAL_PUBLISH_KEY) logger.info({ publishKey }, 'publish key');

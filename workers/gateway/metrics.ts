@@ -47,6 +47,72 @@ export function createGatewayMetrics(nodeId: string) {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    // Fast path, write-block diagnosis and scores (seed 2.5, 3.2, 3.3)
+    fastPathActions: new Counter({
+      name: 'streamheal_fast_path_actions_total',
+      help: 'Decision-tree actions taken on connections (break, queue, retry)',
+      labelNames: ['action'] as const,
+      registers: [registry],
+    }),
+    writeBlocked: new Gauge({
+      name: 'streamheal_write_blocked_connections',
+      help: 'Connections whose writes are backed up, by diagnosed cause, at the last fast-path tick',
+      labelNames: ['cause'] as const,
+      registers: [registry],
+    }),
+    connectionHealthScore: new Gauge({
+      name: 'connection_health_score',
+      help: "Connection health score 0-100 (the seed's RTT stability, FIN/RST and SYN retransmit blend): min (quantile 0), 10th percentile and median over this node's connections",
+      labelNames: ['quantile'] as const,
+      registers: [registry],
+    }),
+    nodeHealthScore: new Gauge({
+      name: 'streamheal_node_health_score',
+      help: 'Node health score 0-100 from its connections, CPU and event loop',
+      registers: [registry],
+    }),
+    processCpu: new Gauge({
+      name: 'streamheal_process_cpu_utilisation',
+      help: 'CPU time used by this process per second of wall time (1 = one core)',
+      registers: [registry],
+    }),
+    eventLoopDelay: new Gauge({
+      name: 'streamheal_event_loop_delay_p99_seconds',
+      help: 'Event-loop delay, 99th percentile over the last sample interval',
+      registers: [registry],
+    }),
+    eventLoopUtilisation: new Gauge({
+      name: 'streamheal_event_loop_utilisation',
+      help: 'Share of the last sample interval the event loop was busy',
+      registers: [registry],
+    }),
+    resumeLatency: new Histogram({
+      name: 'streamheal_resume_duration_seconds',
+      help: 'From a resume request to its answer, every missed message written (client resume latency at the gateway)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    canaryLatency: new Histogram({
+      name: 'streamheal_canary_delivery_seconds',
+      help: 'Delivery canary: publish through POST /v1/publish to delivery on this gateway',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2],
+      registers: [registry],
+    }),
+    canaryMisses: new Counter({
+      name: 'streamheal_canary_misses_total',
+      help: 'Delivery canary probes not delivered within their deadline',
+      registers: [registry],
+    }),
+    kernelProbesAvailable: new Gauge({
+      name: 'streamheal_kernel_probes_available',
+      help: '1 when the native TCP_INFO probes are loaded, 0 when the gateway runs with application probes only',
+      registers: [registry],
+    }),
+    flashCuts: new Counter({
+      name: 'streamheal_flash_cuts_total',
+      help: 'Connections the kernel saw closed (CLOSE / CLOSE_WAIT or gone) before the application saw any error',
+      registers: [registry],
+    }),
     // Application heartbeat (seed 3.1)
     heartbeatPings: new Counter({
       name: 'streamheal_heartbeat_pings_sent_total',

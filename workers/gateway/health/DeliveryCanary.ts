@@ -4,6 +4,7 @@
  * delivered, which stays red when every other health check is green but nothing arrives.
  */
 import { WebSocket } from 'ws';
+import { HeartbeatType, heartbeatType, pongFor } from '../../../shared/protocol/heartbeat.js';
 
 export interface CanaryResult {
   ok: boolean;
@@ -55,7 +56,12 @@ export class DeliveryCanary {
     if (this.stopped) return;
     const ws = new WebSocket(`${this.options.gatewayUrl.replace(/^http/, 'ws')}/v1/ws`);
     this.ws = ws;
-    ws.on('message', (data) => this.onFrame(String(data)));
+    ws.on('message', (data: Buffer, isBinary) => {
+      // Like any client, it answers the gateway's heartbeat, or it would be dropped as dead.
+      if (isBinary) {
+        if (heartbeatType(data) === HeartbeatType.ping) ws.send(pongFor(data));
+      } else this.onFrame(data.toString('utf8'));
+    });
     ws.on('error', () => undefined); // a failed connection shows up as misses
     ws.on('close', () => {
       if (this.ws === ws) this.ws = undefined;

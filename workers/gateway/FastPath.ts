@@ -1,0 +1,196 @@
+/**
+ * The gateway's fast path (seed 3.3): every 300 ms, for every WebSocket connection, join the
+ * heartbeat and write-block signals in the shared decision tree and act at once, without
+ * waiting for the control plane:
+ *   break  — heartbeat lost AND writes blocked: drop the connection and its queue; the client
+ *            resumes elsewhere from its position;
+ *   queue  — heartbeat lost OR (blocked AND no retry pending): stop writing (the store's
+ *            history is the queue) and schedule a retry with the seed's backoff;
+ *   retry  — heartbeat fine AND blocked AND a retry pending: when due, write again from
+ *            the backlog; after the seed's 5 attempts the client is closed as a slow consumer
+ *            so it reconnects (and resumes) rather than falling ever further behind;
+ *   none   — a paused connection that caught its breath is resumed.
+ * Transitions are reported as aggregated health events; scores go to the metrics.
+ */
+import { seedBackoff } from '../../shared/backoff.js';
+import {
+  DECISION_TICK_MS,
+  decideFastPath,
+  type FastPathActionName,
+} from '../../shared/health/decisionTree.js';
+import { HealthEvents } from '../../shared/health/events.js';
+import { connectionHealthScore, nodeHealthScore, percentile } from '../../shared/health/score.js';
+import {
+  classifyWriteBlock,
+  DEFAULT_WRITE_BLOCK_THRESHOLDS,
+  type WriteBlockCause,
+  type WriteFacts,
+} from '../../shared/health/writeBlock.js';
+import { CloseCodes } from '../../shared/protocol/closeCodes.js';
+import type { HealthReporter } from './health/HealthReporter.js';
+import type { ProcessSample } from './health/ProcessMonitor.js';
+import type { GatewayMetrics } from './metrics.js';
+import type { WsSession } from './WsSession.js';
+
+/** Retries before a blocked client is closed (the seed's pool limit of 5 attempts). */
+export const MAX_RETRY_ATTEMPTS = 5;
+
+export interface FastPathOptions {
+  sessions: () => Iterable<WsSession>;
+  /** The process's latest load sample (our own process as the cause of a block). */
+  processLoad: () => ProcessSample;
+  /** Kernel facts of a connection (TCP_INFO), when kernel probes are available. */
+  kernelFacts?: (session: WsSession) => Omit<WriteFacts, 'queuedBytes'> | undefined;
+  /** Abnormal closes (flash cuts, resets) per minute on this node: the score's FIN/RST input. */
+  closesPerMinute: () => number;
+  /** Application queue above which a connection counts as blocked. */
+  highWaterBytes: number;
+  reporter: HealthReporter;
+  metrics: GatewayMetrics;
+  /** @default 300 (the seed's select timeout) */
+  tickMs?: number;
+}
+
+interface SessionState {
+  cause: WriteBlockCause;
+  heartbeatLost: boolean;
+}
+
+export class FastPath {
+  private timer?: NodeJS.Timeout;
+  private readonly states = new WeakMap<WsSession, SessionState>();
+  private readonly thresholds;
+
+  constructor(private readonly options: FastPathOptions) {
+    this.thresholds = { ...DEFAULT_WRITE_BLOCK_THRESHOLDS, highWaterBytes: options.highWaterBytes };
+  }
+
+  start(): void {
+    this.timer = setInterval(
+      () => this.tick(Date.now()),
+      this.options.tickMs ?? DECISION_TICK_MS,
+    ).unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** One pass over every connection; exported for tests through `start`'s timer only. */
+  tick(now: number): void {
+    const { metrics, reporter } = this.options;
+    const load = this.options.processLoad();
+    const closesPerMinute = this.options.closesPerMinute();
+    const actions: Record<FastPathActionName, number> = { break: 0, queue: 0, retry: 0, none: 0 };
+    const blocked: Record<WriteBlockCause, number> = {
+      none: 0,
+      slow_client: 0,
+      network: 0,
+      process: 0,
+    };
+    const newlyBlocked: Record<WriteBlockCause, number> = {
+      none: 0,
+      slow_client: 0,
+      network: 0,
+      process: 0,
+    };
+    let degraded = 0;
+    let recovered = 0;
+    const scores: number[] = [];
+    for (const session of this.options.sessions()) {
+      if (session.isClosed) continue;
+      const state = this.states.get(session) ?? { cause: 'none', heartbeatLost: false };
+      const heartbeatLost = (session.heartbeat?.misses ?? 0) > 0;
+      const kernel = this.options.kernelFacts?.(session);
+      const cause = classifyWriteBlock(
+        { ...kernel, queuedBytes: session.queuedBytes },
+        load,
+        this.thresholds,
+      );
+      if (heartbeatLost && !state.heartbeatLost) degraded++;
+      if (!heartbeatLost && state.heartbeatLost) recovered++;
+      if (cause !== 'none' && state.cause === 'none') newlyBlocked[cause]++;
+      blocked[cause]++;
+      this.states.set(session, { cause, heartbeatLost });
+      const { action } = decideFastPath({
+        heartbeatLost,
+        writeBlocked: cause !== 'none',
+        retryPending: session.retry.pending,
+      });
+      actions[action]++;
+      this.apply(session, action, now);
+      scores.push(
+        connectionHealthScore({
+          rttStdDevMs: session.rtt?.stdDev ?? 0,
+          finRstPerMinute: closesPerMinute,
+          synRetransmitRate: 0,
+        }),
+      );
+    }
+    for (const action of ['break', 'queue', 'retry'] as const) {
+      if (actions[action] > 0) metrics.fastPathActions.inc({ action }, actions[action]);
+    }
+    for (const cause of ['slow_client', 'network', 'process'] as const)
+      metrics.writeBlocked.set({ cause }, blocked[cause]);
+    if (newlyBlocked.slow_client + newlyBlocked.network + newlyBlocked.process > 0) {
+      reporter.report(HealthEvents.writeBlocked, {
+        slow_client: newlyBlocked.slow_client,
+        network: newlyBlocked.network,
+        process: newlyBlocked.process,
+      });
+    }
+    if (degraded > 0) reporter.report(HealthEvents.connectionsDegraded, { count: degraded });
+    if (recovered > 0) reporter.report(HealthEvents.connectionsRecovered, { count: recovered });
+    this.exportScores(scores, load);
+  }
+
+  private apply(session: WsSession, action: FastPathActionName, now: number): void {
+    const retry = session.retry;
+    switch (action) {
+      case 'break':
+        this.options.metrics.pushErrors.inc({ reason: 'circuit_broken' });
+        session.terminate();
+        return;
+      case 'queue':
+        session.pauseDelivery();
+        if (!retry.pending) {
+          retry.pending = true;
+          retry.atMs = now + seedBackoff(retry.attempt);
+        }
+        return;
+      case 'retry':
+        if (now < retry.atMs) return;
+        if (++retry.attempt > MAX_RETRY_ATTEMPTS) {
+          this.options.metrics.pushErrors.inc({ reason: 'slow_consumer' });
+          session.close(CloseCodes.slowConsumer);
+          session.terminate();
+          return;
+        }
+        retry.atMs = now + seedBackoff(retry.attempt);
+        session.resumeDelivery();
+        return;
+      case 'none':
+        retry.pending = false;
+        retry.attempt = 0;
+        session.resumeDelivery();
+        return;
+    }
+  }
+
+  private exportScores(scores: number[], load: ProcessSample): void {
+    const { metrics } = this.options;
+    for (const quantile of [0, 0.1, 0.5]) {
+      const value = percentile(scores, quantile);
+      if (value !== undefined)
+        metrics.connectionHealthScore.set({ quantile: String(quantile) }, value);
+    }
+    metrics.nodeHealthScore.set(
+      nodeHealthScore({
+        connectionScores: scores,
+        cpuUtilisation: load.cpu,
+        eventLoopDelayMs: load.eventLoopDelayP99Ms,
+        eventLoopUtilisation: load.eventLoopUtilization,
+      }),
+    );
+  }
+}
