@@ -31,6 +31,10 @@ function num(flags: Flags, name: string, def: number): number {
 }
 
 const scenarios: Record<string, { usage: string; run: (flags: Flags) => Promise<void> }> = {
+  'detection-sweep': {
+    usage: 'detection-sweep',
+    run: async () => void (await (await import('./detection-sweep.js')).runDetectionSweep()),
+  },
   throughput: {
     usage:
       'throughput [--subscribers 10000] [--processes 4] [--window 10] [--warmup 2] [--in-flight 4] [--idle 2]\n' +
