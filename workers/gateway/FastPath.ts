@@ -51,15 +51,27 @@ export interface FastPathOptions {
   tickMs?: number;
 }
 
-interface SessionState {
-  cause: WriteBlockCause;
-  heartbeatLost: boolean;
+/** One connection's fast-path state, allocated once with the session (no garbage per tick). */
+export class FastPathState {
+  cause: WriteBlockCause = 'none';
+  heartbeatLost = false;
+  /** A retry of the blocked writes is scheduled (seed 3.3's "retry pending"). */
+  retryPending = false;
+  retryAtMs = 0;
+  retryAttempt = 0;
 }
+
+/** Scores are computed every this many ticks (3 s): they feed metrics, not decisions. */
+const SCORE_EVERY_TICKS = 10;
 
 export class FastPath {
   private timer?: NodeJS.Timeout;
-  private readonly states = new WeakMap<WsSession, SessionState>();
   private readonly thresholds;
+  private ticks = 0;
+  private scores = new Float64Array(1024);
+  // Reused for every connection of a tick: the loop allocates nothing per connection.
+  private readonly facts: WriteFacts = { queuedBytes: 0 };
+  private readonly signals = { heartbeatLost: false, writeBlocked: false, retryPending: false };
 
   constructor(private readonly options: FastPathOptions) {
     this.thresholds = { ...DEFAULT_WRITE_BLOCK_THRESHOLDS, highWaterBytes: options.highWaterBytes };
@@ -96,36 +108,45 @@ export class FastPath {
     };
     let degraded = 0;
     let recovered = 0;
-    const scores: number[] = [];
+    const scoring = this.ticks++ % SCORE_EVERY_TICKS === 0;
+    let scored = 0;
+    const { facts, signals } = this;
     for (const session of this.options.sessions()) {
       if (session.isClosed) continue;
-      const state = this.states.get(session) ?? { cause: 'none', heartbeatLost: false };
+      const state = session.fastPath;
       const heartbeatLost = (session.heartbeat?.misses ?? 0) > 0;
-      const kernel = this.options.kernelFacts?.(session);
-      const cause = classifyWriteBlock(
-        { ...kernel, queuedBytes: session.queuedBytes },
-        load,
-        this.thresholds,
-      );
+      facts.queuedBytes = session.queuedBytes;
+      // The kernel's side matters only once the application queue grows: until the socket's
+      // send buffer is full, nothing waits in the application.
+      const kernel = facts.queuedBytes > 0 ? this.options.kernelFacts?.(session) : undefined;
+      facts.notSentBytes = kernel?.notSentBytes;
+      facts.retransmitsDelta = kernel?.retransmitsDelta;
+      facts.lost = kernel?.lost;
+      const cause = classifyWriteBlock(facts, load, this.thresholds);
       if (heartbeatLost && !state.heartbeatLost) degraded++;
       if (!heartbeatLost && state.heartbeatLost) recovered++;
       if (cause !== 'none' && state.cause === 'none') newlyBlocked[cause]++;
       blocked[cause]++;
-      this.states.set(session, { cause, heartbeatLost });
-      const { action } = decideFastPath({
-        heartbeatLost,
-        writeBlocked: cause !== 'none',
-        retryPending: session.retry.pending,
-      });
+      state.cause = cause;
+      state.heartbeatLost = heartbeatLost;
+      signals.heartbeatLost = heartbeatLost;
+      signals.writeBlocked = cause !== 'none';
+      signals.retryPending = state.retryPending;
+      const { action } = decideFastPath(signals);
       actions[action]++;
       this.apply(session, action, now);
-      scores.push(
-        connectionHealthScore({
+      if (scoring) {
+        if (scored === this.scores.length) {
+          const grown = new Float64Array(this.scores.length * 2);
+          grown.set(this.scores);
+          this.scores = grown;
+        }
+        this.scores[scored++] = connectionHealthScore({
           rttStdDevMs: session.rtt?.stdDev ?? 0,
           finRstPerMinute: closesPerMinute,
           synRetransmitRate: 0,
-        }),
-      );
+        });
+      }
     }
     for (const action of ['break', 'queue', 'retry'] as const) {
       if (actions[action] > 0) metrics.fastPathActions.inc({ action }, actions[action]);
@@ -141,11 +162,11 @@ export class FastPath {
     }
     if (degraded > 0) reporter.report(HealthEvents.connectionsDegraded, { count: degraded });
     if (recovered > 0) reporter.report(HealthEvents.connectionsRecovered, { count: recovered });
-    this.exportScores(scores, load);
+    if (scoring) this.exportScores(this.scores.subarray(0, scored), load);
   }
 
   private apply(session: WsSession, action: FastPathActionName, now: number): void {
-    const retry = session.retry;
+    const state = session.fastPath;
     switch (action) {
       case 'break':
         this.options.metrics.pushErrors.inc({ reason: 'circuit_broken' });
@@ -153,31 +174,31 @@ export class FastPath {
         return;
       case 'queue':
         session.pauseDelivery();
-        if (!retry.pending) {
-          retry.pending = true;
-          retry.atMs = now + seedBackoff(retry.attempt);
+        if (!state.retryPending) {
+          state.retryPending = true;
+          state.retryAtMs = now + seedBackoff(state.retryAttempt);
         }
         return;
       case 'retry':
-        if (now < retry.atMs) return;
-        if (++retry.attempt > MAX_RETRY_ATTEMPTS) {
+        if (now < state.retryAtMs) return;
+        if (++state.retryAttempt > MAX_RETRY_ATTEMPTS) {
           this.options.metrics.pushErrors.inc({ reason: 'slow_consumer' });
           session.close(CloseCodes.slowConsumer);
           session.terminate();
           return;
         }
-        retry.atMs = now + seedBackoff(retry.attempt);
+        state.retryAtMs = now + seedBackoff(state.retryAttempt);
         session.resumeDelivery();
         return;
       case 'none':
-        retry.pending = false;
-        retry.attempt = 0;
+        state.retryPending = false;
+        state.retryAttempt = 0;
         session.resumeDelivery();
         return;
     }
   }
 
-  private exportScores(scores: number[], load: ProcessSample): void {
+  private exportScores(scores: Float64Array, load: ProcessSample): void {
     const { metrics } = this.options;
     for (const quantile of [0, 0.1, 0.5]) {
       const value = percentile(scores, quantile);

@@ -32,6 +32,7 @@ import {
   type OutgoingMessage,
   type SubscriptionSink,
 } from './ChannelHub.js';
+import { FastPathState } from './FastPath.js';
 import type { GatewayContext } from './GatewayContext.js';
 
 /** Refused requests in a row after which a client is closed as rate limited. */
@@ -72,8 +73,7 @@ export class WsSession implements SubscriptionSink {
    * stays in the store's history and is caught up on resume (seed 3.2's bounded queue).
    */
   private deliveryPaused = false;
-  /** The fast path's retry schedule for this connection (seed 3.3's "retry pending"). */
-  readonly retry = { pending: false, atMs: 0, attempt: 0 };
+  readonly fastPath = new FastPathState();
 
   constructor(
     private readonly ws: WebSocket,
