@@ -9,7 +9,7 @@ import { createNodeClient } from '../../shared/client/node.js';
 import type { StreamhealClient } from '../../shared/client/StreamhealClient.js';
 import { DEFAULT_HEARTBEAT, heartbeatDetectionBoundMs } from '../../shared/protocol/heartbeat.js';
 import { startClusterProcess, type ClusterProcess } from '../support/cluster.js';
-import { childPids, eventually, isAlive, killPids, waitUntilGone } from '../support/processes.js';
+import { eventually, isAlive } from '../support/processes.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const range = (from: number, to: number) =>
@@ -33,35 +33,8 @@ describe('heartbeat on the local cluster (real processes)', () => {
       }
     }
     await Promise.all(clients.map((c) => c.close()));
-    const pids = [...childPids(cluster.pid), cluster.pid];
-    cluster.proc.kill('SIGTERM');
-    const left = await waitUntilGone(pids, 10_000);
-    killPids(left);
-    cluster.dispose();
-    expect(left).toEqual([]);
+    expect(await cluster.stop()).toEqual([]);
   }, 30_000);
-
-  async function publish(url: string, channel: string, data: unknown): Promise<number> {
-    const response = await fetch(`${url}/v1/publish`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${cluster.publishKey}`,
-        'content-type': 'application/json',
-      },
-      body: JSON.stringify({ channel, data }),
-    });
-    if (response.status !== 200) throw new Error(`publish answered ${response.status}`);
-    return ((await response.json()) as { position: number }).position;
-  }
-
-  async function gatewayPid(url: string): Promise<number> {
-    const status = (await (await fetch(`${cluster.controlUrl}/v1/status`)).json()) as {
-      nodes: { url: string; pid: number }[];
-    };
-    const node = status.nodes.find((n) => n.url === url);
-    if (!node) throw new Error(`no node at ${url}`);
-    return node.pid;
-  }
 
   it('detects a gateway frozen with SIGSTOP and resumes on another with every position exactly once', async () => {
     const c = createNodeClient({ urls: cluster.gatewayUrls });
@@ -75,13 +48,13 @@ describe('heartbeat on the local cluster (real processes)', () => {
     await c.connect();
     await c.subscribe('frozen');
     const victimUrl = c.url!;
-    const victim = await gatewayPid(victimUrl);
+    const victim = await cluster.gatewayPid(victimUrl);
     const publishers = cluster.gatewayUrls.filter((u) => u !== victimUrl);
     let published = 0;
     let stop = false;
     const publishing = (async () => {
       while (!stop) {
-        published = await publish(publishers[published % 2]!, 'frozen', { n: published });
+        published = await cluster.publish(publishers[published % 2]!, 'frozen', { n: published });
         await sleep(5);
       }
     })();
@@ -122,6 +95,6 @@ describe('heartbeat on the local cluster (real processes)', () => {
       15_000,
       'the thawed gateway ready again',
     );
-    expect(await gatewayPid(victimUrl)).toBe(victim);
+    expect(await cluster.gatewayPid(victimUrl)).toBe(victim);
   }, 40_000);
 });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createNodeClient } from '../../shared/client/node.js';
 import type { StreamhealClient } from '../../shared/client/StreamhealClient.js';
 import { startClusterProcess, type ClusterProcess } from '../support/cluster.js';
-import { childPids, eventually, killPids, waitUntilGone } from '../support/processes.js';
+import { eventually } from '../support/processes.js';
 import { openSse, type SseEvent } from '../support/sse.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -25,25 +25,8 @@ describe('local cluster (real processes)', () => {
 
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close()));
-    const pids = [...childPids(cluster.pid), cluster.pid];
-    cluster.proc.kill('SIGTERM');
-    const left = await waitUntilGone(pids, 10_000);
-    killPids(left);
-    expect(left).toEqual([]);
+    expect(await cluster.stop()).toEqual([]);
   }, 30_000);
-
-  async function publish(url: string, channel: string, data: unknown): Promise<number> {
-    const response = await fetch(`${url}/v1/publish`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${cluster.publishKey}`,
-        'content-type': 'application/json',
-      },
-      body: JSON.stringify({ channel, data }),
-    });
-    if (response.status !== 200) throw new Error(`publish answered ${response.status}`);
-    return ((await response.json()) as { position: number }).position;
-  }
 
   async function client(urls: string[], channel: string, after?: number) {
     const c = createNodeClient({ urls });
@@ -57,15 +40,6 @@ describe('local cluster (real processes)', () => {
     return { c, received };
   }
 
-  async function gatewayPid(url: string): Promise<number> {
-    const status = (await (await fetch(`${cluster.controlUrl}/v1/status`)).json()) as {
-      nodes: { url: string; pid: number }[];
-    };
-    const node = status.nodes.find((n) => n.url === url);
-    if (!node) throw new Error(`no node at ${url}`);
-    return node.pid;
-  }
-
   const range = (from: number, to: number) =>
     Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
@@ -73,7 +47,7 @@ describe('local cluster (real processes)', () => {
     const [g1, g2, g3] = cluster.gatewayUrls as [string, string, string];
     const a = await client([g1], 'fanout');
     const b = await client([g2], 'fanout');
-    for (let i = 0; i < 100; i++) await publish(i % 2 ? g3 : g1, 'fanout', { i });
+    for (let i = 0; i < 100; i++) await cluster.publish(i % 2 ? g3 : g1, 'fanout', { i });
     await eventually(
       () => a.received.length === 100 && b.received.length === 100,
       5_000,
@@ -86,13 +60,13 @@ describe('local cluster (real processes)', () => {
   it('resumes on another gateway after SIGKILL of its own, with every position exactly once', async () => {
     const { c, received } = await client(cluster.gatewayUrls, 'crash');
     const victimUrl = c.url!;
-    const victim = await gatewayPid(victimUrl);
+    const victim = await cluster.gatewayPid(victimUrl);
     const publishers = cluster.gatewayUrls.filter((u) => u !== victimUrl);
     let published = 0;
     let stop = false;
     const publishing = (async () => {
       while (!stop) {
-        published = await publish(publishers[published % 2]!, 'crash', { n: published });
+        published = await cluster.publish(publishers[published % 2]!, 'crash', { n: published });
         await sleep(5);
       }
     })();
@@ -124,11 +98,11 @@ describe('local cluster (real processes)', () => {
     const positions = (events: SseEvent[]) =>
       events.map((e) => (JSON.parse(e.data) as { position: number }).position);
     const first = await openSse(`${g1}/v1/sse?channel=sse`);
-    for (let i = 0; i < 20; i++) await publish(g3, 'sse', i);
+    for (let i = 0; i < 20; i++) await cluster.publish(g3, 'sse', i);
     await first.waitFor(20);
-    process.kill(await gatewayPid(g1), 'SIGKILL');
+    process.kill(await cluster.gatewayPid(g1), 'SIGKILL');
     await first.ended;
-    for (let i = 20; i < 40; i++) await publish(g3, 'sse', i);
+    for (let i = 20; i < 40; i++) await cluster.publish(g3, 'sse', i);
     const second = await openSse(`${g2}/v1/sse?channel=sse`, {
       'last-event-id': first.events.at(-1)!.id!,
     });
@@ -144,7 +118,7 @@ describe('local cluster (real processes)', () => {
       15_000,
       'gateway-1 ready',
     );
-    for (let i = 0; i < 80; i++) await publish(g1, 'bounded', i);
+    for (let i = 0; i < 80; i++) await cluster.publish(g1, 'bounded', i);
     const lost: { oldest: number; latest: number }[] = [];
     const c = createNodeClient({ urls: [g1] });
     clients.push(c);

@@ -12,6 +12,7 @@ import {
   killPids,
   runNode,
   spawnNode,
+  waitUntilGone,
   type RunResult,
   type Spawned,
 } from './processes.js';
@@ -30,6 +31,12 @@ export interface ClusterProcess extends Spawned {
   cli(args: string[], env?: Record<string, string>): Promise<RunResult>;
   /** SIGKILLs the control process and its gateways if still running; removes the temp dir. */
   dispose(): void;
+  /** SIGTERM to the control process; resolves with the pids still alive after 10 s (then killed). */
+  stop(): Promise<number[]>;
+  /** POST /v1/publish with the cluster's key; resolves with the position. */
+  publish(url: string, channel: string, data: unknown): Promise<number>;
+  /** Pid of the gateway serving `url`, from the control process's status. */
+  gatewayPid(url: string): Promise<number>;
 }
 
 export interface ClusterProcessOptions {
@@ -89,6 +96,31 @@ export async function startClusterProcess(options: ClusterProcessOptions): Promi
           killPids([...gatewayPids(), child.pid]);
         }
         rmSync(dir, { recursive: true, force: true });
+      },
+      stop: async () => {
+        const pids = [...gatewayPids(), child.pid];
+        child.proc.kill('SIGTERM');
+        const left = await waitUntilGone(pids, 10_000);
+        killPids(left);
+        rmSync(dir, { recursive: true, force: true });
+        return left;
+      },
+      publish: async (url, channel, data) => {
+        const response = await fetch(`${url}/v1/publish`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key[1]}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ channel, data }),
+        });
+        if (response.status !== 200) throw new Error(`publish answered ${response.status}`);
+        return ((await response.json()) as { position: number }).position;
+      },
+      gatewayPid: async (url) => {
+        const status = (await (await fetch(`${ready[2]}/v1/status`)).json()) as {
+          nodes: { url: string; pid: number }[];
+        };
+        const node = status.nodes.find((n) => n.url === url);
+        if (!node) throw new Error(`no node at ${url}`);
+        return node.pid;
       },
     };
   } catch (error) {
