@@ -88,7 +88,7 @@ export class FastPath {
     clearInterval(this.timer);
   }
 
-  /** One pass over every connection; exported for tests through `start`'s timer only. */
+  /** One pass over every connection: decide, act, count, report. */
   tick(now: number): void {
     const { metrics, reporter } = this.options;
     const load = this.options.processLoad();
