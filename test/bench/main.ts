@@ -31,6 +31,15 @@ function num(flags: Flags, name: string, def: number): number {
 }
 
 const scenarios: Record<string, { usage: string; run: (flags: Flags) => Promise<void> }> = {
+  detection: {
+    usage: 'detection [--trials 20] [--parallel 4] [--no-sweep]',
+    run: async (flags) =>
+      (await import('./detection.js')).runDetection({
+        trials: num(flags, 'trials', 20),
+        parallel: num(flags, 'parallel', 4),
+        sweep: !flags.has('no-sweep'),
+      }),
+  },
   'detection-sweep': {
     usage: 'detection-sweep',
     run: async () => void (await (await import('./detection-sweep.js')).runDetectionSweep()),
