@@ -15,7 +15,6 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import type { Server, Socket } from 'node:net';
-import { pathToFileURL } from 'node:url';
 import { InProcessBus } from '../../shared/bus/InProcessBus.js';
 import { DEFAULT_HEARTBEAT, heartbeatDetectionBoundMs } from '../../shared/protocol/heartbeat.js';
 import { MemoryStore } from '../../shared/store/MemoryStore.js';
@@ -43,27 +42,6 @@ interface Trial {
   /** What noticed first: 'L2', 'ETIMEDOUT', 'close' ... */
   by: string;
 }
-
-const ROOT = benchFile('../../../');
-const CODEC = pathToFileURL(benchFile('../../shared/protocol/heartbeat.js')).href;
-
-/** Answers pings, prints its local port and session once welcomed, then just waits. */
-const CLIENT = `
-  import WebSocket from 'ws';
-  const { heartbeatType, pongFor } = await import(process.env.CODEC);
-  const ws = new WebSocket(process.env.GATEWAY);
-  ws.on('message', (data, isBinary) => {
-    if (isBinary) {
-      if (heartbeatType(data) === 1) ws.send(pongFor(data));
-      return;
-    }
-    const frame = JSON.parse(data.toString());
-    if (frame.type === 'welcome')
-      console.log('port ' + ws._socket.localPort + ' session ' + frame.session);
-  });
-  ws.on('error', () => {});
-  ws.on('close', () => process.exit(0));
-`;
 
 const children = new Set<ChildProcess>();
 const nftTables = new Set<string>();
@@ -135,15 +113,11 @@ interface Client {
 }
 
 function spawnClient(gateway: Gateway): Promise<Client> {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', CLIENT], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      GATEWAY: `${gateway.url.replace('http', 'ws')}/v1/ws`,
-      CODEC,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [benchFile('../support/pingingClient.js'), `${gateway.url.replace('http', 'ws')}/v1/ws`],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   children.add(child);
   child.once('exit', () => children.delete(child));
   let out = '';

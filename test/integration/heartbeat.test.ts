@@ -50,14 +50,7 @@ describe('heartbeat on the local cluster (real processes)', () => {
     const victimUrl = c.url!;
     const victim = await cluster.gatewayPid(victimUrl);
     const publishers = cluster.gatewayUrls.filter((u) => u !== victimUrl);
-    let published = 0;
-    let stop = false;
-    const publishing = (async () => {
-      while (!stop) {
-        published = await cluster.publish(publishers[published % 2]!, 'frozen', { n: published });
-        await sleep(5);
-      }
-    })();
+    const publisher = cluster.keepPublishing(publishers, 'frozen');
     await eventually(() => received.length >= 50, 5_000, 'messages before the freeze');
 
     const frozenAt = performance.now();
@@ -66,8 +59,7 @@ describe('heartbeat on the local cluster (real processes)', () => {
     await eventually(() => c.url !== victimUrl && c.isConnected, 10_000, 'resumed elsewhere');
     const resumedAt = performance.now();
     await sleep(500);
-    stop = true;
-    await publishing;
+    const published = await publisher.stop();
     await eventually(() => received.length === published, 5_000, `all ${published} messages`);
 
     const degraded = events.find((e) => e.event === 'degraded');

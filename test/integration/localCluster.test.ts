@@ -62,20 +62,12 @@ describe('local cluster (real processes)', () => {
     const victimUrl = c.url!;
     const victim = await cluster.gatewayPid(victimUrl);
     const publishers = cluster.gatewayUrls.filter((u) => u !== victimUrl);
-    let published = 0;
-    let stop = false;
-    const publishing = (async () => {
-      while (!stop) {
-        published = await cluster.publish(publishers[published % 2]!, 'crash', { n: published });
-        await sleep(5);
-      }
-    })();
+    const publisher = cluster.keepPublishing(publishers, 'crash');
     await eventually(() => received.length >= 50, 5_000, 'messages before the crash');
     process.kill(victim, 'SIGKILL');
     await eventually(() => c.url !== victimUrl && c.isConnected, 5_000, 'reconnected elsewhere');
     await sleep(500);
-    stop = true;
-    await publishing;
+    const published = await publisher.stop();
     await eventually(() => received.length === published, 5_000, `all ${published} messages`);
     expect(received).toEqual(range(1, published));
     expect(c.stats).toMatchObject({ duplicates: 0, gaps: 0 });

@@ -37,6 +37,11 @@ export interface ClusterProcess extends Spawned {
   publish(url: string, channel: string, data: unknown): Promise<number>;
   /** Pid of the gateway serving `url`, from the control process's status. */
   gatewayPid(url: string): Promise<number>;
+  /**
+   * Publishes to `channel` through `urls` in turn, a message every ~5 ms, until `stop()`, which
+   * resolves with the last position published.
+   */
+  keepPublishing(urls: string[], channel: string): { stop(): Promise<number> };
 }
 
 export interface ClusterProcessOptions {
@@ -82,6 +87,15 @@ export async function startClusterProcess(options: ClusterProcessOptions): Promi
       5_000,
       `${gateways} gateway processes`,
     );
+    const publish = async (url: string, channel: string, data: unknown): Promise<number> => {
+      const response = await fetch(`${url}/v1/publish`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key[1]}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ channel, data }),
+      });
+      if (response.status !== 200) throw new Error(`publish answered ${response.status}`);
+      return ((await response.json()) as { position: number }).position;
+    };
     return {
       ...child,
       publishKey: key[1]!,
@@ -105,14 +119,25 @@ export async function startClusterProcess(options: ClusterProcessOptions): Promi
         rmSync(dir, { recursive: true, force: true });
         return left;
       },
-      publish: async (url, channel, data) => {
-        const response = await fetch(`${url}/v1/publish`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${key[1]}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ channel, data }),
-        });
-        if (response.status !== 200) throw new Error(`publish answered ${response.status}`);
-        return ((await response.json()) as { position: number }).position;
+      publish,
+      keepPublishing(urls, channel) {
+        let published = 0;
+        let stopped = false;
+        const loop = (async () => {
+          while (!stopped) {
+            published = await publish(urls[published % urls.length]!, channel, {
+              n: published,
+            });
+            await new Promise((resolve) => setTimeout(resolve, 5));
+          }
+        })();
+        return {
+          stop: async () => {
+            stopped = true;
+            await loop;
+            return published;
+          },
+        };
       },
       gatewayPid: async (url) => {
         const status = (await (await fetch(`${ready[2]}/v1/status`)).json()) as {

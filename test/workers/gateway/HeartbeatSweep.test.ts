@@ -5,7 +5,6 @@
  * acknowledges TCP) is declared dead within the documented bound.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { pathToFileURL } from 'node:url';
 import { WebSocket } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -21,7 +20,7 @@ import {
   DEFAULT_GATEWAY_HEARTBEAT,
   type SessionDegradedInfo,
 } from '../../../workers/gateway/HeartbeatSweep.js';
-import { ROOT, dist, eventually, isAlive, killPids } from '../../support/processes.js';
+import { dist, eventually, isAlive, killPids } from '../../support/processes.js';
 import { Cluster, publish } from './harness.js';
 
 type Frame = Record<string, unknown> & { type: string };
@@ -270,35 +269,16 @@ describe('gateway heartbeat', () => {
       killPids([pid]);
     });
 
-    /** `node -e` with the `ws` package and the compiled codec: subscribes and answers pings. */
-    const CLIENT = `
-      import WebSocket from 'ws';
-      const { heartbeatType, pongFor } = await import(process.env.CODEC);
-      const ws = new WebSocket(process.env.GATEWAY);
-      ws.on('message', (data, isBinary) => {
-        if (isBinary) {
-          if (heartbeatType(data) === 1) ws.send(pongFor(data));
-          return;
-        }
-        const frame = JSON.parse(data.toString());
-        if (frame.type === 'welcome') {
-          console.log('session ' + frame.session);
-          ws.send(JSON.stringify({ type: 'subscribe', channel: 'frozen' }));
-        } else if (frame.type === 'subscribed') console.log('subscribed');
-      });
-      ws.on('close', () => process.exit(0));
-    `;
-
     function spawnClient(gateway: Gateway): Promise<{ pid: number; session: string }> {
-      const proc = spawn(process.execPath, ['--input-type=module', '-e', CLIENT], {
-        cwd: ROOT,
-        env: {
-          ...process.env,
-          GATEWAY: `${gateway.url.replace('http', 'ws')}/v1/ws`,
-          CODEC: pathToFileURL(dist('shared/protocol/heartbeat.js')).href,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const proc = spawn(
+        process.execPath,
+        [
+          dist('test/support/pingingClient.js'),
+          `${gateway.url.replace('http', 'ws')}/v1/ws`,
+          'frozen',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
       child = proc;
       let out = '';
       proc.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
