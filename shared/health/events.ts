@@ -4,6 +4,9 @@
  * the gateway in every one.
  */
 export const HealthEvents = {
+  /** The gateway listens (`detail.url`) / has stopped. */
+  gatewayStarted: 'Gateway Started',
+  gatewayStopped: 'Gateway Stopped',
   /** Sessions that crossed into "degraded" (L2: three missed heartbeats) since the last report. */
   connectionsDegraded: 'Connections Degraded',
   /** Degraded sessions that answered again. */

@@ -7,7 +7,6 @@ import type { AddressInfo, Socket } from 'node:net';
 import { SpanKind, context, propagation, trace } from '@opentelemetry/api';
 import { WebSocketServer } from 'ws';
 import type { EventBus } from '../../shared/bus/EventBus.js';
-import { makeEvent, Sources } from '../../shared/bus/events.js';
 import { errorCode } from '../../shared/errors.js';
 import { CloseCodes } from '../../shared/protocol/closeCodes.js';
 import { isValidChannel } from '../../shared/protocol/channels.js';
@@ -16,6 +15,7 @@ import type { StateStore } from '../../shared/store/StateStore.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 import { injectContext, tracer } from '../../shared/telemetry/tracing.js';
 import { signToken, verifyToken, type KeyRing } from '../../shared/tokens.js';
+import { HealthEvents } from '../../shared/health/events.js';
 import { ChannelHub } from './ChannelHub.js';
 import { Detection, type DetectionOptions } from './Detection.js';
 import {
@@ -211,7 +211,7 @@ export class Gateway implements GatewayContext {
     this.registration = setInterval(() => void this.register(), this.registrationMs).unref();
     this.heartbeatSweep?.start();
     this.detection.start(this.url, Number(new URL(this.url).port));
-    await this.emit('Gateway Started', { url: this.url });
+    this.detection.reporter.report(HealthEvents.gatewayStarted, { url: this.url });
     this.logger.info({ url: this.url }, 'gateway listening');
   }
 
@@ -232,8 +232,9 @@ export class Gateway implements GatewayContext {
     }
     this.server.closeAllConnections();
     await stopped;
+    // Reported before the reporter closes, which sends what it still holds.
+    this.detection.reporter.report(HealthEvents.gatewayStopped, { url: this.url });
     await this.detection.stop();
-    await this.emit('Gateway Stopped', { url: this.url });
     if (this.lease) await this.options.store.revokeLease(this.lease).catch(() => undefined);
   }
 
@@ -306,14 +307,6 @@ export class Gateway implements GatewayContext {
         'node registration failed; not ready until the store answers',
       );
     }
-  }
-
-  private async emit(detailType: string, detail: Record<string, unknown>): Promise<void> {
-    await this.options.bus
-      .put([
-        makeEvent(Sources.gateway, detailType, { node: this.nodeId, ...detail }, [this.nodeId]),
-      ])
-      .catch((error: unknown) => this.logger.warn({ err: error, detailType }, 'event not sent'));
   }
 
   // HTTP
