@@ -14,7 +14,7 @@ import { HeartbeatType, heartbeatType, pongFor } from '../../shared/protocol/hea
 
 type Mode = 'scan' | 'parse';
 
-interface Counters {
+export interface Counters {
   messages: number;
   bytes: number;
   gaps: number;
@@ -23,14 +23,15 @@ interface Counters {
   unexpectedCloses: number;
 }
 
-const counters: Counters = {
+const zeroCounters = (): Counters => ({
   messages: 0,
   bytes: 0,
   gaps: 0,
   duplicates: 0,
   errors: 0,
   unexpectedCloses: 0,
-};
+});
+const counters = zeroCounters();
 const clients: WebSocket[] = [];
 let mode: Mode = 'scan';
 let closing = false;
@@ -194,14 +195,7 @@ serveRequests({
       ),
     );
     clients.length = 0;
-    Object.assign(counters, {
-      messages: 0,
-      bytes: 0,
-      gaps: 0,
-      duplicates: 0,
-      errors: 0,
-      unexpectedCloses: 0,
-    });
+    Object.assign(counters, zeroCounters());
     firstError = undefined;
     return null;
   },

@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { measureClusterLatency, type LatencyResult } from './clusterLatency.js';
 import { cpuSeconds, cpuTimes, describeCpus, waitQuiet } from './cpu.js';
 import { summarizeCpuProfile } from './cpuProfile.js';
+import type { Counters } from './subscriberProcess.js';
 import { connectSubscribers } from './subscribers.js';
 import {
   addCleanup,
@@ -62,13 +63,7 @@ export interface ThroughputOptions {
 const CHANNEL = 'bench';
 const MAX_SOCKETS_PER_PROCESS = 5_000;
 
-interface ClientSnapshot {
-  messages: number;
-  bytes: number;
-  gaps: number;
-  duplicates: number;
-  errors: number;
-  unexpectedCloses: number;
+interface ClientSnapshot extends Counters {
   at: number;
   clients: number;
   firstError?: string;
