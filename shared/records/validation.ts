@@ -4,7 +4,7 @@
  * `spec.colour: unknown field`. Rule data embedded in a policy is checked by the rule engine's
  * own schemas, so its problems read the same way.
  */
-import { z } from 'zod';
+import type { z } from 'zod';
 import { StreamhealError } from '../errors.js';
 
 export type IssuePath = (string | number)[];

@@ -357,7 +357,7 @@ function policyV2(): fc.Arbitrary<FailoverPolicyV2> {
       fc.constantFrom('first' as const, 'all' as const).map((match) => ({ match, rules: list })),
     );
   const annotations = fc.dictionary(
-    fc.stringMatching(/^[a-z][a-z.\/-]{0,20}$/).filter((k) => k !== CONVERSION_ANNOTATION),
+    fc.stringMatching(/^[a-z][a-z./-]{0,20}$/).filter((k) => k !== CONVERSION_ANNOTATION),
     fc.string({ maxLength: 20 }),
     { maxKeys: 3 },
   );
