@@ -476,6 +476,137 @@ describe('matchesPattern: combined operators', () => {
   });
 });
 
+/**
+ * Every row of the user guide's summary table of comparison operators (eb-create-pattern-operators):
+ * its rule syntax, an event the row's example describes, and one it excludes.
+ */
+const operatorTable: [string, EventPattern, Record<string, unknown>, Record<string, unknown>][] = [
+  ['Null: UserID is null', { UserID: [null] }, { UserID: null }, { UserID: 'u-1' }],
+  ['Empty: LastName is empty', { LastName: [''] }, { LastName: '' }, { LastName: 'Doe' }],
+  ['Equals: Name is "Alice"', { Name: ['Alice'] }, { Name: 'Alice' }, { Name: 'alice' }],
+  [
+    'Equals (ignore case): Name is "Alice"',
+    { Name: [{ 'equals-ignore-case': 'alice' }] },
+    { Name: 'ALICE' },
+    { Name: 'Alicia' },
+  ],
+  [
+    'And: Location is "New York" and Day is "Monday"',
+    { Location: ['New York'], Day: ['Monday'] },
+    { Location: 'New York', Day: 'Monday' },
+    { Location: 'New York', Day: 'Friday' },
+  ],
+  [
+    'Or: PaymentType is "Credit" or "Debit"',
+    { PaymentType: ['Credit', 'Debit'] },
+    { PaymentType: 'Debit' },
+    { PaymentType: 'Cash' },
+  ],
+  [
+    'Or (multiple fields): Location is "New York", or Day is "Monday"',
+    { $or: [{ Location: ['New York'] }, { Day: ['Monday'] }] },
+    { Location: 'Boston', Day: 'Monday' },
+    { Location: 'Boston', Day: 'Friday' },
+  ],
+  [
+    'Not: Weather is anything but "Raining"',
+    { Weather: [{ 'anything-but': ['Raining'] }] },
+    { Weather: 'Sunny' },
+    { Weather: 'Raining' },
+  ],
+  [
+    'Numeric (equals): Price is 100',
+    { Price: [{ numeric: ['=', 100] }] },
+    { Price: 100 },
+    { Price: 101 },
+  ],
+  [
+    'Numeric (range): Price is more than 10, and less than or equal to 20',
+    { Price: [{ numeric: ['>', 10, '<=', 20] }] },
+    { Price: 20 },
+    { Price: 10 },
+  ],
+  [
+    'Exists: ProductName exists',
+    { ProductName: [{ exists: true }] },
+    { ProductName: 'Widget' },
+    { Product: 'Widget' },
+  ],
+  [
+    'Does not exist: ProductName does not exist',
+    { ProductName: [{ exists: false }] },
+    { Product: 'Widget' },
+    { ProductName: 'Widget' },
+  ],
+  [
+    'Begins with: Region is in the US',
+    { Region: [{ prefix: 'us-' }] },
+    { Region: 'us-east-1' },
+    { Region: 'eu-west-1' },
+  ],
+  [
+    'Begins with (ignore case): service name starts with "eventb"',
+    { service: [{ prefix: { 'equals-ignore-case': 'eventb' } }] },
+    { service: 'EventBridge' },
+    { service: 'SNS' },
+  ],
+  [
+    'Ends with: FileName ends with a .png extension',
+    { FileName: [{ suffix: '.png' }] },
+    { FileName: 'image.png' },
+    { FileName: 'image.jpg' },
+  ],
+  [
+    'Ends with (ignore case): service name ends with "tbridge"',
+    { service: [{ suffix: { 'equals-ignore-case': 'tbridge' } }] },
+    { service: 'EVENTBRIDGE' },
+    { service: 'EventBus' },
+  ],
+  [
+    'Anything-but: State is any value besides "initializing"',
+    { state: [{ 'anything-but': 'initializing' }] },
+    { state: 'running' },
+    { state: 'initializing' },
+  ],
+  [
+    'Anything-but (begins with): Region is not in the US',
+    { Region: [{ 'anything-but': { prefix: 'us-' } }] },
+    { Region: 'eu-west-1' },
+    { Region: 'us-east-1' },
+  ],
+  [
+    'Anything-but (ends with): FileName does not end with a .png extension',
+    { FileName: [{ 'anything-but': { suffix: '.png' } }] },
+    { FileName: 'notes.txt' },
+    { FileName: 'image.png' },
+  ],
+  [
+    'Anything-but (ignore case): State is anything besides "initializing" in any casing',
+    { state: [{ 'anything-but': { 'equals-ignore-case': 'initializing' } }] },
+    { state: 'running' },
+    { state: 'INITIALIZING' },
+  ],
+  [
+    'Anything-but using a wildcard: FilePath does not include /lib/',
+    { FilePath: [{ 'anything-but': { wildcard: '*/lib/*' } }] },
+    { FilePath: '/usr/bin/env' },
+    { FilePath: '/usr/lib/libc.so' },
+  ],
+  [
+    'Wildcard: any file with a .png extension, located within the folder "dir"',
+    { FileName: [{ wildcard: 'dir/*.png' }] },
+    { FileName: 'dir/image.png' },
+    { FileName: 'dir/image.jpg' },
+  ],
+];
+
+describe("matchesPattern: the user guide's table of comparison operators", () => {
+  it.each(operatorTable)('%s', (_row, pattern, matching, excluded) => {
+    expect(matches(pattern, matching)).toBe(true);
+    expect(matches(pattern, excluded)).toBe(false);
+  });
+});
+
 describe('validatePattern', () => {
   const malformed: [string, unknown, RegExp][] = [
     ['a non-object pattern', ['aws.ec2'], /at \$: expected a pattern object/],
