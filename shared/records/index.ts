@@ -4,3 +4,4 @@ export * from './phases.js';
 export * from './failoverPolicy.js';
 export * from './streamSession.js';
 export * from './repository.js';
+export * from './policyFile.js';
