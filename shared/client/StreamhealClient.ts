@@ -12,12 +12,13 @@
  * resume resets the schedule. A close code whose advice is `never` ends the client.
  *
  * Heartbeat (seed 3.1, docs/protocol.md "Heartbeat"): browsers' WebSockets expose no control
- * frames, so liveness is checked in the application: the client pings the gateway with the
- * 12-byte binary heartbeat frame every `intervalMs` and answers the gateway's pings. A gateway
- * that leaves `misses` pings in a row unanswered, each for `timeoutMs` (a frozen process whose
- * kernel still acknowledges TCP), is declared dead: `degraded`, then `disconnected` (1006),
- * and the client resumes on another gateway at once. One timer per client, re-armed for the
- * next deadline and cleared with the connection.
+ * frames, so liveness is checked in the application: the client answers the gateway's pings,
+ * and pings the gateway with the 12-byte binary heartbeat frame whenever it has heard nothing
+ * from it (no ping, no frame) for `intervalMs`. A gateway that leaves `misses` pings in a row
+ * unanswered, each for `timeoutMs` (a frozen process whose kernel still acknowledges TCP), is
+ * declared dead: `degraded`, then `disconnected` (1006), and the client resumes on another
+ * gateway at once. One timer per client, re-armed for the next deadline and cleared with the
+ * connection.
  */
 import { SEED_BACKOFF, seedBackoff, type BackoffOptions, type Random } from '../backoff.js';
 import { CHANNEL_NAME } from '../protocol/channels.js';
@@ -26,7 +27,7 @@ import type { ClientFrame, ErrorCode, Limits } from '../protocol/frames.js';
 import {
   DEFAULT_HEARTBEAT,
   HeartbeatStep,
-  HeartbeatTracker,
+  HeartbeatTable,
   HeartbeatType,
   encodeHeartbeat,
   heartbeatBytes,
@@ -209,7 +210,8 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private readonly spreadMs: number;
   private readonly backoff: BackoffOptions;
   private readonly connectTimeoutMs: number;
-  private readonly heartbeatOptions?: Readonly<HeartbeatOptions>;
+  /** One row: the current connection's. */
+  private readonly heartbeats?: HeartbeatTable;
 
   private readonly channelStates = new Map<string, ChannelState>();
   private readonly requests = new Map<number, Request>();
@@ -249,8 +251,8 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private connectWaiter?: { resolve: () => void; reject: (error: Error) => void };
   private serverLimits?: Limits;
   private serverNode?: string;
-  /** Heartbeat of the current connection, from its `open` on. */
-  private heartbeat?: HeartbeatTracker;
+  /** The current connection's row in `heartbeats`, from its `open` on; -1: none. */
+  private heartbeatRow = -1;
   private heartbeatTimer?: Timer;
   /** Smoothed RTT of the last connection that measured one. */
   private lastSrttMs?: number;
@@ -286,7 +288,7 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
       }
       if (!Number.isInteger(heartbeat.misses))
         throw new TypeError(`heartbeat.misses must be an integer, got ${heartbeat.misses}`);
-      this.heartbeatOptions = heartbeat;
+      this.heartbeats = new HeartbeatTable(heartbeat);
     }
   }
 
@@ -319,8 +321,8 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
 
   /** Smoothed heartbeat round-trip time to the gateway, ms (undefined before the first pong). */
   get rttMs(): number | undefined {
-    const srtt = this.heartbeat?.srttMs;
-    return srtt !== undefined && srtt >= 0 ? srtt : this.lastSrttMs;
+    const srtt = this.heartbeatRow >= 0 ? this.heartbeats!.srttMs(this.heartbeatRow) : -1;
+    return srtt >= 0 ? srtt : this.lastSrttMs;
   }
 
   /** Limits announced by the gateway's last welcome. */
@@ -517,28 +519,28 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   // Heartbeat
 
   private startHeartbeat(): void {
-    if (!this.heartbeatOptions) return;
-    const now = heartbeatClock();
-    this.heartbeat = new HeartbeatTracker(this.heartbeatOptions, now, now);
+    if (!this.heartbeats) return;
+    this.heartbeatRow = this.heartbeats.add(heartbeatClock());
     this.heartbeatDue();
   }
 
   /** The one heartbeat timer: sends due pings, counts L1 timeouts, declares L2. */
   private readonly heartbeatDue = (): void => {
     this.heartbeatTimer = undefined;
-    const heartbeat = this.heartbeat;
+    const heartbeats = this.heartbeats;
+    const row = this.heartbeatRow;
     const ws = this.ws;
-    if (!heartbeat || !ws) return;
+    if (!heartbeats || row < 0 || !ws) return;
     const now = heartbeatClock();
-    const step = heartbeat.step(now);
-    if (step === HeartbeatStep.dead) return this.heartbeatLost(ws, heartbeat, now);
-    if (step !== HeartbeatStep.idle) {
-      if (step === HeartbeatStep.resend) this.counters.heartbeatMisses++;
+    const step = heartbeats.step(row, now);
+    if (step === HeartbeatStep.dead) return this.heartbeatLost(ws, heartbeats, row, now);
+    if (step === HeartbeatStep.resend || step === HeartbeatStep.miss)
+      this.counters.heartbeatMisses++;
+    if (step === HeartbeatStep.ping || step === HeartbeatStep.resend)
       this.sendBinary(encodeHeartbeat(HeartbeatType.ping, now));
-    }
     this.heartbeatTimer = setTimeout(
       this.heartbeatDue,
-      Math.max(0, heartbeat.nextDeadline - heartbeatClock()),
+      Math.max(0, heartbeats.nextDeadline(row) - heartbeatClock()),
     );
   };
 
@@ -547,28 +549,39 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     const type = bytes ? heartbeatType(bytes) : 0;
     if (type === HeartbeatType.ping) {
       this.sendBinary(pongFor(bytes!));
+      this.heardFromGateway();
       return true;
     }
     if (type === HeartbeatType.pong) {
-      const heartbeat = this.heartbeat;
-      if (heartbeat && heartbeat.pong(heartbeatClock(), heartbeatTimestamp(bytes!)) >= 0)
-        this.lastSrttMs = heartbeat.srttMs;
+      const row = this.heartbeatRow;
+      if (row >= 0 && this.heartbeats!.pong(row, heartbeatClock(), heartbeatTimestamp(bytes!)) >= 0)
+        this.lastSrttMs = this.heartbeats!.srttMs(row);
       return true;
     }
     return false;
   }
 
+  /** Any valid frame proves the gateway alive: our own pings wait for a silence. */
+  private heardFromGateway(): void {
+    if (this.heartbeatRow >= 0) this.heartbeats!.heard(this.heartbeatRow, heartbeatClock());
+  }
+
   /** L2: the gateway stopped answering; drop the socket now and reconnect elsewhere. */
-  private heartbeatLost(ws: WebSocketLike, heartbeat: HeartbeatTracker, now: number): void {
+  private heartbeatLost(
+    ws: WebSocketLike,
+    heartbeats: HeartbeatTable,
+    row: number,
+    now: number,
+  ): void {
     this.counters.heartbeatTimeouts++;
-    const { misses, timeoutMs } = heartbeat.options;
+    const { misses, timeoutMs } = heartbeats.options;
     this.emit('degraded', {
       url: this.bases[this.urlIndex]!,
       ...(this.welcomed && this.serverNode !== undefined ? { node: this.serverNode } : {}),
       reason: 'heartbeat',
-      misses: heartbeat.misses,
-      silentMs: now - heartbeat.lastPongAt,
-      srttMs: heartbeat.srttMs,
+      misses: heartbeats.misses(row),
+      silentMs: now - heartbeats.lastHeard(row),
+      srttMs: heartbeats.srttMs(row),
     });
     if (ws !== this.ws) return; // a listener closed the client
     try {
@@ -606,7 +619,8 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     this.connectTimer = undefined;
     clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
-    this.heartbeat = undefined;
+    if (this.heartbeatRow >= 0) this.heartbeats!.remove(this.heartbeatRow);
+    this.heartbeatRow = -1;
     this.opened = false;
     this.welcomed = false;
     this.ready = false;
@@ -687,6 +701,7 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
       });
       return;
     }
+    this.heardFromGateway();
     switch (frame.type) {
       case 'welcome':
         return this.onWelcome(frame);

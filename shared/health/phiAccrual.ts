@@ -1,4 +1,4 @@
-import { SlidingStats } from './slidingStats.js';
+import { SlidingStatsTable } from './slidingStats.js';
 
 /**
  * Phi-accrual failure detector (Hayashibara, Défago, Yared, Katayama, "The φ Accrual Failure
@@ -60,13 +60,18 @@ export function phiOf(elapsedMs: number, meanMs: number, stdDevMs: number): numb
   return softplus / Math.LN10;
 }
 
-export class PhiAccrualDetector {
+/**
+ * Phi-accrual detectors for many peers, one row each (rows as in `SlidingStatsTable`: a gateway
+ * keeps one per connection, so the state lives in typed arrays, not objects).
+ */
+export class PhiAccrualTable {
   readonly threshold: number;
   private readonly minStdDevMs: number;
   private readonly acceptableHeartbeatPauseMs: number;
   private readonly firstHeartbeatEstimateMs: number;
-  private readonly intervals: SlidingStats;
-  private lastHeartbeatAt: number | undefined;
+  private readonly intervals: SlidingStatsTable;
+  /** Time of each row's latest heartbeat; NaN before the first. */
+  private lastHeartbeatAt = new Float64Array(0);
 
   constructor(options: PhiAccrualOptions = {}) {
     const o = { ...PHI_ACCRUAL_DEFAULTS, ...withoutUndefined(options) };
@@ -82,56 +87,68 @@ export class PhiAccrualDetector {
     this.minStdDevMs = o.minStdDevMs;
     this.acceptableHeartbeatPauseMs = o.acceptableHeartbeatPauseMs;
     this.firstHeartbeatEstimateMs = o.firstHeartbeatEstimateMs;
-    this.intervals = new SlidingStats(o.windowSize);
+    this.intervals = new SlidingStatsTable(o.windowSize);
   }
 
-  /** Time of the latest heartbeat, if any. */
-  get lastHeartbeatMs(): number | undefined {
-    return this.lastHeartbeatAt;
+  /** Makes rows 0..rows-1 usable; new rows have heard nothing. */
+  ensureRows(rows: number): void {
+    if (rows <= this.lastHeartbeatAt.length) return;
+    this.intervals.ensureRows(rows);
+    const grown = new Float64Array(Math.max(rows, this.lastHeartbeatAt.length * 2, 16)).fill(NaN);
+    grown.set(this.lastHeartbeatAt);
+    this.lastHeartbeatAt = grown;
   }
 
-  /** Number of intervals currently in the window (including the two seeded ones). */
-  get sampleCount(): number {
-    return this.intervals.count;
+  /** Time of the row's latest heartbeat, if any. */
+  lastHeartbeatMs(row: number): number | undefined {
+    const last = this.lastHeartbeatAt[row]!;
+    return Number.isNaN(last) ? undefined : last;
   }
 
-  /** Records a heartbeat received at `nowMs`. */
-  heartbeat(nowMs: number): void {
-    const last = this.lastHeartbeatAt;
-    if (last === undefined) {
+  /** Number of intervals in the row's window (including the two seeded ones). */
+  sampleCount(row: number): number {
+    return this.intervals.count(row);
+  }
+
+  /** Records a heartbeat from the row's peer received at `nowMs`. */
+  heartbeat(row: number, nowMs: number): void {
+    const last = this.lastHeartbeatAt[row]!;
+    if (Number.isNaN(last)) {
       const spread = this.firstHeartbeatEstimateMs / 4;
-      this.intervals.push(this.firstHeartbeatEstimateMs - spread);
-      this.intervals.push(this.firstHeartbeatEstimateMs + spread);
+      this.intervals.push(row, this.firstHeartbeatEstimateMs - spread);
+      this.intervals.push(row, this.firstHeartbeatEstimateMs + spread);
     } else if (nowMs < last) {
       // A heartbeat from the past (reordered delivery): it says nothing about the current gap.
       return;
-    } else if (this.isAvailable(nowMs)) {
+    } else if (this.isAvailable(row, nowMs)) {
       // As in Akka, the first heartbeat after a suspected failure is not learnt: the long
       // pause would widen the distribution and make the next real failure slower to detect.
-      this.intervals.push(nowMs - last);
+      this.intervals.push(row, nowMs - last);
     }
-    this.lastHeartbeatAt = nowMs;
+    this.lastHeartbeatAt[row] = nowMs;
   }
 
   /**
-   * Suspicion level at `nowMs`. 0 before the first heartbeat: a peer never heard from is not
-   * suspected (Akka treats it the same way), since nothing is known about its rhythm yet.
+   * Suspicion level of the row's peer at `nowMs`. 0 before the first heartbeat: a peer never
+   * heard from is not suspected (Akka treats it the same way), since nothing is known about its
+   * rhythm yet.
    */
-  phi(nowMs: number): number {
-    if (this.lastHeartbeatAt === undefined) return 0;
-    const elapsed = Math.max(0, nowMs - this.lastHeartbeatAt);
-    const stdDev = Math.max(this.intervals.stdDev, this.minStdDevMs);
-    return phiOf(elapsed, this.intervals.mean + this.acceptableHeartbeatPauseMs, stdDev);
+  phi(row: number, nowMs: number): number {
+    const last = this.lastHeartbeatAt[row]!;
+    if (Number.isNaN(last)) return 0;
+    const elapsed = Math.max(0, nowMs - last);
+    const stdDev = Math.max(this.intervals.stdDev(row), this.minStdDevMs);
+    return phiOf(elapsed, this.intervals.mean(row) + this.acceptableHeartbeatPauseMs, stdDev);
   }
 
-  isAvailable(nowMs: number): boolean {
-    return this.phi(nowMs) < this.threshold;
+  isAvailable(row: number, nowMs: number): boolean {
+    return this.phi(row, nowMs) < this.threshold;
   }
 
-  /** Forget everything, as for a brand-new peer. */
-  reset(): void {
-    this.intervals.clear();
-    this.lastHeartbeatAt = undefined;
+  /** Forgets the row, as for a brand-new peer. */
+  reset(row: number): void {
+    this.intervals.clear(row);
+    this.lastHeartbeatAt[row] = NaN;
   }
 }
 

@@ -1,5 +1,3 @@
-import { SlidingStats } from './slidingStats.js';
-
 /**
  * Health scores, seed section 2.5. A connection's score blends three signals the gateway
  * already measures; a node's score blends its connections with its own CPU and event loop.
@@ -39,9 +37,6 @@ export const FIN_RST_PER_MINUTE_AT_ZERO = 5;
 /** SYN retransmit score is exp(−10·rate): 5 % of SYNs retransmitted already costs 40 %. */
 export const SYN_RETRANSMIT_DECAY = 10;
 
-/** Samples kept by `RttWindow` unless told otherwise: 16 s of RTT at the 500 ms probe sweep. */
-export const RTT_WINDOW_DEFAULT_SIZE = 32;
-
 function logistic(x: number): number {
   return 1 / (1 + Math.exp(-x));
 }
@@ -76,7 +71,7 @@ export function perMinute(count: number, windowMs: number): number {
 }
 
 export interface ConnectionHealthInputs {
-  /** Standard deviation of recent RTT samples, ms (`RttWindow.stdDev`). */
+  /** Standard deviation of recent RTT samples, ms (a sliding window, e.g. `SlidingStatsTable`). */
   rttStdDevMs: number;
   /**
    * Abnormal closes (FIN or RST without an application close, i.e. flash cuts) per minute,
@@ -97,21 +92,6 @@ export function connectionHealthScore(inputs: ConnectionHealthInputs): number {
     w.finRst * finRstScore(inputs.finRstPerMinute) +
     w.synRetransmit * synRetransmitScore(inputs.synRetransmitRate);
   return clamp(100 * blended, 0, 100);
-}
-
-/**
- * Sliding window of RTT samples (ms) with O(1) mean and standard deviation. Fewer than two
- * samples have no spread, so a new connection starts as steady until it proves otherwise.
- */
-export class RttWindow extends SlidingStats {
-  constructor(capacity = RTT_WINDOW_DEFAULT_SIZE) {
-    super(capacity);
-  }
-
-  /** `rttStability` of the current window, 0–1. */
-  stability(): number {
-    return rttStability(this.stdDev);
-  }
 }
 
 // ---------------------------------------------------------------------------------------

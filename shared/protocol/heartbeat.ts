@@ -129,140 +129,275 @@ export function heartbeatClock(): number {
   return Math.floor(performance.timeOrigin + performance.now());
 }
 
-// Tiers (seed 3.1): L1 a ping without pong within `timeoutMs` -> count a miss and resend at once;
-// L2 `misses` consecutive L1 -> the peer is degraded and declared dead; L3 is TCP's (keepalive,
-// TCP_USER_TIMEOUT) and lives with the sockets, not here.
+// Tiers (seed 3.1): L1 a ping without pong within `timeoutMs` -> count a miss and send another
+// at once; L2 `misses` consecutive L1 -> the peer is degraded and declared dead; L3 is TCP's
+// (keepalive, TCP_USER_TIMEOUT) and lives with the sockets, not here.
+//
+// Pings overlap: one goes out every `intervalMs` whether or not the previous one was answered,
+// and each has its own `timeoutMs`. With an interval shorter than the timeout, the third
+// unanswered ping leaves two intervals after the first, so a peer that goes silent is declared
+// dead within interval + 2 x interval + timeout (1.25 s at the defaults), not interval + three
+// timeouts in a row (2.5 s with a 1 s interval).
 
 export interface HeartbeatOptions {
-  /** A ping is sent this long after the previous scheduled one. @default 1000 */
+  /** A ping is sent this long after the previous scheduled one, answered or not. @default 250 */
   intervalMs: number;
-  /** L1: a ping unanswered this long counts as a miss and is resent at once. @default 500 */
+  /** L1: a ping unanswered this long counts as a miss and another is sent at once. @default 500 */
   timeoutMs: number;
   /** L2: this many consecutive misses declare the peer dead. @default 3 */
   misses: number;
 }
 
 export const DEFAULT_HEARTBEAT: Readonly<HeartbeatOptions> = {
-  intervalMs: 1_000,
+  intervalMs: 250,
   timeoutMs: 500,
   misses: 3,
 };
 
-/** What `HeartbeatTracker.step` asks the caller to do. */
+/** What `HeartbeatTable.step` asks the caller to do. */
 export const HeartbeatStep = {
   /** Nothing due. */
   idle: 0,
   /** Send a scheduled ping now. */
   ping: 1,
-  /** L1: the outstanding ping timed out (one more miss); send a ping again now. */
+  /** L1: an unanswered ping timed out (one more miss); send a ping again now. */
   resend: 2,
   /** L2: `misses` consecutive timeouts: the peer is dead. */
   dead: 3,
+  /** L1, but a younger ping is still waiting for its pong: nothing to send. */
+  miss: 4,
 } as const;
 export type HeartbeatStep = (typeof HeartbeatStep)[keyof typeof HeartbeatStep];
 
 /**
- * The heartbeat state of one connection, driven by the caller's clock: no timers of its own, so
- * a gateway drives thousands of them from one sweep and the SDK from one timer. Each ping gets a
- * full `timeoutMs` from the moment it is sent.
+ * The heartbeat state of many connections, one row each, driven by the caller's clock: no
+ * timers of its own, so a gateway drives thousands of rows from one sweep and the SDK its one
+ * row from one timer. Rows live in typed arrays (about 100 bytes per connection) instead of an
+ * object per connection.
+ *
+ * Any pong for a ping of ours proves the peer alive (misses reset), and so does `heard` (any
+ * other valid frame from the peer, such as its own ping): the peer cannot be frozen if it
+ * just spoke. Only pongs give RTT samples.
  */
-export class HeartbeatTracker {
-  /** Whether a ping is waiting for its pong. */
-  awaiting = false;
-  /** When the ping now awaited was sent. */
-  sentAt = 0;
-  /** When the next scheduled ping is due. */
-  nextPingAt: number;
-  /** Consecutive L1 timeouts of the current series (reset by any valid pong). */
-  misses = 0;
-  /** When the last valid pong arrived (the tracker's creation time before the first). */
-  lastPongAt: number;
-  /** Last RTT sample, ms; -1 before the first. */
-  lastRttMs = -1;
-  /** Smoothed RTT (EWMA, α = 1/8 as RFC 6298), ms; -1 before the first sample. */
-  srttMs = -1;
-  /** RTT variation (EWMA of |sample - srtt|, β = 1/4), ms. */
-  rttVarMs = 0;
-  /** RTT samples taken. */
-  samples = 0;
-  private readonly startedAt: number;
+export class HeartbeatTable {
+  readonly options: Readonly<HeartbeatOptions>;
+  private capacity = 0;
+  private used = 0;
+  private readonly free: number[] = [];
+  /** When the next scheduled ping is due; Infinity once the row is dead. */
+  private nextPingAt = new Float64Array(0);
+  private startedAt = new Float64Array(0);
+  private lastPongAt = new Float64Array(0);
+  private lastHeardAt = new Float64Array(0);
+  private lastRtt = new Float64Array(0);
+  private srtt = new Float64Array(0);
+  private rttVar = new Float64Array(0);
+  private sampleCount = new Uint32Array(0);
+  /** Pings sent since the peer last proved alive whose send time is kept (at most `misses`). */
+  private unanswered = new Uint8Array(0);
+  /** How many of those timed out (L1). */
+  private timedOut = new Uint8Array(0);
+  /** Send times of the unanswered pings, `misses` slots per row. */
+  private sentAt = new Float64Array(0);
 
-  /** `firstPingAt` spreads the pings of many connections over the interval. */
-  constructor(
-    readonly options: HeartbeatOptions,
-    now: number,
-    firstPingAt = now,
-  ) {
-    this.startedAt = now;
-    this.lastPongAt = now;
-    this.nextPingAt = firstPingAt;
-  }
-
-  /**
-   * Advances the tracker to `now`. The caller sends a ping (timestamp `now`) on `ping` and
-   * `resend`, and closes the connection on `dead`.
-   */
-  step(now: number): HeartbeatStep {
-    if (this.awaiting) {
-      if (now - this.sentAt < this.options.timeoutMs) return HeartbeatStep.idle;
-      this.misses++;
-      if (this.misses >= this.options.misses) {
-        this.awaiting = false;
-        this.nextPingAt = Infinity;
-        return HeartbeatStep.dead;
-      }
-      this.sentAt = now;
-      return HeartbeatStep.resend;
+  constructor(options: Readonly<HeartbeatOptions>) {
+    if (!Number.isInteger(options.misses) || options.misses < 1 || options.misses > 255)
+      throw new RangeError(`heartbeat misses must be an integer in 1..255, got ${options.misses}`);
+    for (const key of ['intervalMs', 'timeoutMs'] as const) {
+      if (!(Number.isFinite(options[key]) && options[key] > 0))
+        throw new RangeError(`heartbeat ${key} must be a positive number, got ${options[key]}`);
     }
-    if (now < this.nextPingAt) return HeartbeatStep.idle;
-    this.awaiting = true;
-    this.sentAt = now;
-    this.nextPingAt = now + this.options.intervalMs;
-    return HeartbeatStep.ping;
+    this.options = options;
   }
 
-  /** When `step` will next have something to do. */
-  get nextDeadline(): number {
-    return this.awaiting ? this.sentAt + this.options.timeoutMs : this.nextPingAt;
+  /** Rows handed out and not removed; rows are below this bound (for tables kept alongside). */
+  get rowBound(): number {
+    return this.used;
   }
 
-  /** Whether the tracker declared the peer dead. */
-  get dead(): boolean {
-    return this.nextPingAt === Infinity;
+  /** A new row; `firstPingAt` spreads the pings of many connections over the interval. */
+  add(now: number, firstPingAt = now): number {
+    const row = this.free.pop() ?? this.used++;
+    if (row >= this.capacity) this.grow(Math.max(16, this.capacity * 2));
+    this.nextPingAt[row] = firstPingAt;
+    this.startedAt[row] = now;
+    this.lastPongAt[row] = now;
+    this.lastHeardAt[row] = now;
+    this.lastRtt[row] = -1;
+    this.srtt[row] = -1;
+    this.rttVar[row] = 0;
+    this.sampleCount[row] = 0;
+    this.unanswered[row] = 0;
+    this.timedOut[row] = 0;
+    return row;
+  }
+
+  /** Gives the row back for reuse. */
+  remove(row: number): void {
+    this.nextPingAt[row] = Infinity;
+    this.free.push(row);
   }
 
   /**
-   * A pong echoing `timestampMs` arrived at `now`. Any pong for a ping this tracker sent (a late
-   * one too) proves the peer alive: misses reset. Returns the RTT sample, or -1 when the
-   * timestamp cannot be one of ours (before the tracker started, or in the future).
+   * Advances the row to `now`. The caller sends a ping (timestamp `now`) on `ping` and
+   * `resend`, counts an L1 timeout on `resend` and `miss`, and closes the connection on `dead`.
+   * A timeout sends a ping only when none is left in flight: a younger unanswered ping already
+   * probes the peer.
    */
-  pong(now: number, timestampMs: number): number {
-    if (this.dead || timestampMs < this.startedAt || timestampMs > now) return -1;
+  step(row: number, now: number): HeartbeatStep {
+    const next = this.nextPingAt[row]!;
+    if (next === Infinity) return HeartbeatStep.idle;
+    const { intervalMs, timeoutMs, misses } = this.options;
+    const base = row * misses;
+    const unanswered = this.unanswered[row]!;
+    let timedOut = this.timedOut[row]!;
+    const before = timedOut;
+    while (timedOut < unanswered && now - this.sentAt[base + timedOut]! >= timeoutMs) timedOut++;
+    this.timedOut[row] = timedOut;
+    if (timedOut >= misses) {
+      this.nextPingAt[row] = Infinity;
+      return HeartbeatStep.dead;
+    }
+    const scheduled = now >= next;
+    const timeout = timedOut > before;
+    if (!scheduled && (!timeout || timedOut < unanswered))
+      return timeout ? HeartbeatStep.miss : HeartbeatStep.idle;
+    // The schedule keeps its own rhythm (a late sweep does not push later pings back), but
+    // after a stall of the caller it restarts from now instead of firing a burst.
+    if (scheduled)
+      this.nextPingAt[row] = next + intervalMs > now ? next + intervalMs : now + intervalMs;
+    if (unanswered < misses) {
+      this.sentAt[base + unanswered] = now;
+      this.unanswered[row] = unanswered + 1;
+    }
+    return timeout ? HeartbeatStep.resend : HeartbeatStep.ping;
+  }
+
+  /**
+   * A pong echoing `timestampMs` arrived at `now`. Any pong for a ping of this row (a late one
+   * too) proves the peer alive. Returns the RTT sample, or -1 when the timestamp cannot be one
+   * of ours (before the row started, or in the future) or the row is dead.
+   */
+  pong(row: number, now: number, timestampMs: number): number {
+    if (
+      this.nextPingAt[row] === Infinity ||
+      timestampMs < this.startedAt[row]! ||
+      timestampMs > now
+    )
+      return -1;
     const rtt = now - timestampMs;
-    this.awaiting = false;
-    this.misses = 0;
-    this.lastPongAt = now;
-    this.lastRttMs = rtt;
-    this.samples++;
-    if (this.srttMs < 0) {
-      this.srttMs = rtt;
-      this.rttVarMs = rtt / 2;
+    this.unanswered[row] = 0;
+    this.timedOut[row] = 0;
+    this.lastPongAt[row] = now;
+    this.lastHeardAt[row] = now;
+    this.lastRtt[row] = rtt;
+    this.sampleCount[row] = this.sampleCount[row]! + 1;
+    const srtt = this.srtt[row]!;
+    if (srtt < 0) {
+      this.srtt[row] = rtt;
+      this.rttVar[row] = rtt / 2;
     } else {
-      this.rttVarMs += (Math.abs(this.srttMs - rtt) - this.rttVarMs) / 4;
-      this.srttMs += (rtt - this.srttMs) / 8;
+      this.rttVar[row] = this.rttVar[row]! + (Math.abs(srtt - rtt) - this.rttVar[row]!) / 4;
+      this.srtt[row] = srtt + (rtt - srtt) / 8;
     }
     return rtt;
+  }
+
+  /**
+   * Another valid frame from the peer (its ping, a request, a message) arrived: it is alive, so
+   * the misses reset and our next ping waits a full interval from now.
+   */
+  heard(row: number, now: number): void {
+    const next = this.nextPingAt[row]!;
+    if (next === Infinity) return;
+    this.unanswered[row] = 0;
+    this.timedOut[row] = 0;
+    this.lastHeardAt[row] = now;
+    if (next < now + this.options.intervalMs) this.nextPingAt[row] = now + this.options.intervalMs;
+  }
+
+  /** When `step` will next have something to do for the row. */
+  nextDeadline(row: number): number {
+    const next = this.nextPingAt[row]!;
+    const timedOut = this.timedOut[row]!;
+    return timedOut < this.unanswered[row]!
+      ? Math.min(next, this.sentAt[row * this.options.misses + timedOut]! + this.options.timeoutMs)
+      : next;
+  }
+
+  /** Whether the row declared its peer dead. */
+  isDead(row: number): boolean {
+    return this.nextPingAt[row] === Infinity;
+  }
+
+  /** Consecutive L1 timeouts of the current series (reset when the peer proves alive). */
+  misses(row: number): number {
+    return this.timedOut[row]!;
+  }
+
+  /** When the last valid pong arrived (the row's start before the first). */
+  lastPong(row: number): number {
+    return this.lastPongAt[row]!;
+  }
+
+  /** When the peer last proved alive (pong or any other frame; the row's start before). */
+  lastHeard(row: number): number {
+    return this.lastHeardAt[row]!;
+  }
+
+  /** Last RTT sample, ms; -1 before the first. */
+  lastRttMs(row: number): number {
+    return this.lastRtt[row]!;
+  }
+
+  /** Smoothed RTT (EWMA, α = 1/8 as RFC 6298), ms; -1 before the first sample. */
+  srttMs(row: number): number {
+    return this.srtt[row]!;
+  }
+
+  /** RTT variation (EWMA of |sample - srtt|, β = 1/4), ms. */
+  rttVarMs(row: number): number {
+    return this.rttVar[row]!;
+  }
+
+  /** RTT samples taken. */
+  samples(row: number): number {
+    return this.sampleCount[row]!;
+  }
+
+  private grow(capacity: number): void {
+    const grown = <T extends Float64Array | Uint32Array | Uint8Array>(old: T, fresh: T): T => {
+      fresh.set(old);
+      return fresh;
+    };
+    this.nextPingAt = grown(this.nextPingAt, new Float64Array(capacity));
+    this.startedAt = grown(this.startedAt, new Float64Array(capacity));
+    this.lastPongAt = grown(this.lastPongAt, new Float64Array(capacity));
+    this.lastHeardAt = grown(this.lastHeardAt, new Float64Array(capacity));
+    this.lastRtt = grown(this.lastRtt, new Float64Array(capacity));
+    this.srtt = grown(this.srtt, new Float64Array(capacity));
+    this.rttVar = grown(this.rttVar, new Float64Array(capacity));
+    this.sampleCount = grown(this.sampleCount, new Uint32Array(capacity));
+    this.unanswered = grown(this.unanswered, new Uint8Array(capacity));
+    this.timedOut = grown(this.timedOut, new Uint8Array(capacity));
+    this.sentAt = grown(this.sentAt, new Float64Array(capacity * this.options.misses));
+    this.capacity = capacity;
   }
 }
 
 /**
  * Upper bound on the time from a peer going silent to `dead`, when `step` runs at least every
- * `granularityMs` (the gateway's sweep; 0 for exact timers): the next scheduled ping goes out
- * within one interval, then each of the `misses` pings waits its timeout, each check up to one
- * granule late.
+ * `granularityMs` (the gateway's sweep; 0 for exact timers): the first ping after the silence
+ * leaves within one interval; each further one within min(interval, timeout) of the previous
+ * (the schedule or the resend after a timeout, whichever comes first); the last waits its
+ * timeout; every check can be up to one granule late.
  */
 export function heartbeatDetectionBoundMs(options: HeartbeatOptions, granularityMs = 0): number {
+  const { intervalMs, timeoutMs, misses } = options;
   return (
-    options.intervalMs + options.misses * options.timeoutMs + (options.misses + 1) * granularityMs
+    intervalMs +
+    (misses - 1) * Math.min(intervalMs, timeoutMs) +
+    timeoutMs +
+    (misses + 1) * granularityMs
   );
 }

@@ -15,6 +15,7 @@ import { NodeHealth } from './health/NodeHealth.js';
 import { ProcessMonitor } from './health/ProcessMonitor.js';
 import type { GatewayMetrics } from './metrics.js';
 import { KernelSweeper, fdOf, kernelProbes, type KernelProbes } from './probes/kernelProbe.js';
+import type { HeartbeatSweep } from './HeartbeatSweep.js';
 import type { WsSession } from './WsSession.js';
 
 export interface DetectionOptions {
@@ -39,6 +40,8 @@ interface DetectionContext {
   metrics: GatewayMetrics;
   logger: Logger;
   sessions: () => Iterable<WsSession>;
+  /** The gateway's heartbeat, when it pings its clients. */
+  heartbeat?: HeartbeatSweep;
   /** Application queue above which a connection counts as blocked. */
   highWaterBytes: number;
   publishKey: string;
@@ -81,6 +84,7 @@ export class Detection {
     });
     this.fastPath = new FastPath({
       sessions: context.sessions,
+      ...(context.heartbeat ? { heartbeat: context.heartbeat } : {}),
       processLoad: () => this.processMonitor.latest,
       kernelFacts: (session) => this.kernelFacts(session),
       closesPerMinute: () => this.closesPerMinute(),

@@ -28,6 +28,7 @@ import {
 } from '../../shared/health/writeBlock.js';
 import { CloseCodes } from '../../shared/protocol/closeCodes.js';
 import type { HealthReporter } from './health/HealthReporter.js';
+import type { HeartbeatSweep } from './HeartbeatSweep.js';
 import type { ProcessSample } from './health/ProcessMonitor.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { WsSession } from './WsSession.js';
@@ -37,6 +38,8 @@ export const MAX_RETRY_ATTEMPTS = 5;
 
 export interface FastPathOptions {
   sessions: () => Iterable<WsSession>;
+  /** The heartbeat (misses and RTT per session); undefined when the gateway does not ping. */
+  heartbeat?: HeartbeatSweep;
   /** The process's latest load sample (our own process as the cause of a block). */
   processLoad: () => ProcessSample;
   /** Kernel facts of a connection (TCP_INFO), when kernel probes are available. */
@@ -111,10 +114,11 @@ export class FastPath {
     const scoring = this.ticks++ % SCORE_EVERY_TICKS === 0;
     let scored = 0;
     const { facts, signals } = this;
+    const heartbeat = this.options.heartbeat;
     for (const session of this.options.sessions()) {
       if (session.isClosed) continue;
       const state = session.fastPath;
-      const heartbeatLost = (session.heartbeat?.misses ?? 0) > 0;
+      const heartbeatLost = (heartbeat?.misses(session) ?? 0) > 0;
       facts.queuedBytes = session.queuedBytes;
       // The kernel's side matters only once the application queue grows: until the socket's
       // send buffer is full, nothing waits in the application.
@@ -142,7 +146,7 @@ export class FastPath {
           this.scores = grown;
         }
         this.scores[scored++] = connectionHealthScore({
-          rttStdDevMs: session.rtt?.stdDev ?? 0,
+          rttStdDevMs: heartbeat?.rttStdDev(session) ?? 0,
           finRstPerMinute: closesPerMinute,
           synRetransmitRate: 0,
         });

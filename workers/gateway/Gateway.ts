@@ -35,7 +35,7 @@ import {
 } from './http.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { SseStream, parseSseRequest } from './SseStream.js';
-import { WsSession, type SuspicionDetector } from './WsSession.js';
+import { WsSession } from './WsSession.js';
 
 export interface GatewayOptions {
   nodeId: string;
@@ -76,11 +76,6 @@ export interface GatewayOptions {
    * it as dead: the hook for the control plane. Must not throw (errors are logged).
    */
   onSessionDegraded?: (info: SessionDegradedInfo) => void;
-  /**
-   * Per-session suspicion detector fed with pong arrivals (phi accrual). @default a
-   * PhiAccrualDetector with the heartbeat's interval and threshold
-   */
-  suspicionDetector?: () => SuspicionDetector;
   /**
    * L3: TCP keepalive on every accepted socket, `socket.setKeepAlive(true, tcpKeepAliveMs)`
    * (idle time before the first probe); 0 disables. @default 1000
@@ -141,7 +136,6 @@ export class Gateway implements GatewayContext {
         metrics: this.metrics,
         logger: options.logger,
         ...(options.onSessionDegraded ? { onSessionDegraded: options.onSessionDegraded } : {}),
-        ...(options.suspicionDetector ? { suspicionDetector: options.suspicionDetector } : {}),
       });
     }
     this.hub = new ChannelHub({
@@ -156,6 +150,7 @@ export class Gateway implements GatewayContext {
         metrics: this.metrics,
         logger: options.logger,
         sessions: () => this.sessions,
+        ...(this.heartbeatSweep ? { heartbeat: this.heartbeatSweep } : {}),
         highWaterBytes: this.maxBufferedBytes,
         publishKey: options.publishKey,
       },
@@ -187,10 +182,6 @@ export class Gateway implements GatewayContext {
 
   get heartbeat(): Readonly<GatewayHeartbeatOptions> | undefined {
     return this.heartbeatSweep?.heartbeat;
-  }
-
-  get suspicionDetector(): (() => SuspicionDetector) | undefined {
-    return this.heartbeatSweep?.suspicionDetector;
   }
 
   private get registrationMs(): number {
@@ -457,7 +448,7 @@ export class Gateway implements GatewayContext {
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       const session = new WsSession(ws, this, `${socket.remoteAddress}:${socket.remotePort}`);
       this.sessions.add(session);
-      if (session.heartbeat) this.heartbeatSweep!.add(session);
+      this.heartbeatSweep?.add(session);
       this.detection.track(session, socket);
       this.metrics.connections.inc({ transport: 'ws' });
       session.start().catch((error: unknown) => {

@@ -1,10 +1,10 @@
 import type { Limits } from '../../shared/protocol/frames.js';
-import type { HeartbeatOptions } from '../../shared/protocol/heartbeat.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 import type { ChannelHub } from './ChannelHub.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { SseStream } from './SseStream.js';
-import type { SuspicionDetector, WsSession } from './WsSession.js';
+import type { HeartbeatSweep } from './HeartbeatSweep.js';
+import type { WsSession } from './WsSession.js';
 
 /** What a client session needs from its gateway. */
 export interface GatewayContext {
@@ -15,9 +15,7 @@ export interface GatewayContext {
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
   /** The gateway's pings to its WebSocket clients; undefined: no application heartbeat. */
-  readonly heartbeat?: Readonly<HeartbeatOptions>;
-  /** A suspicion detector per session (phi accrual), fed with pong arrivals. */
-  readonly suspicionDetector?: () => SuspicionDetector;
+  readonly heartbeatSweep?: HeartbeatSweep;
   resumeToken(session: string): Promise<string>;
   /** Returns the token's claims (`sub` is the session id); throws TokenError. */
   verifyResumeToken(token: string): Promise<Record<string, unknown>>;

@@ -1,14 +1,17 @@
 /**
  * The gateway's side of the application heartbeat (seed 3.1): one timer for the whole gateway
  * (no timer per connection) pings every WebSocket session, counts L1 timeouts and resends,
- * closes L2 sessions as dead, and keeps the phi-accrual suspicion gauges.
+ * closes L2 sessions as dead, and keeps the phi-accrual suspicion gauges. Per-session state
+ * (heartbeat, RTT window, phi) lives in tables indexed by the session's row, not in objects.
  */
 import type { Logger } from '../../shared/telemetry/logger.js';
-import { PhiAccrualDetector } from '../../shared/health/phiAccrual.js';
+import { PhiAccrualTable } from '../../shared/health/phiAccrual.js';
+import { SlidingStatsTable } from '../../shared/health/slidingStats.js';
 import {
   DEFAULT_HEARTBEAT,
   HEARTBEAT_FRAME_BYTES,
   HeartbeatStep,
+  HeartbeatTable,
   HeartbeatType,
   encodeHeartbeat,
   heartbeatClock,
@@ -16,14 +19,14 @@ import {
   type HeartbeatOptions,
 } from '../../shared/protocol/heartbeat.js';
 import type { GatewayMetrics } from './metrics.js';
-import type { SuspicionDetector, WsSession } from './WsSession.js';
+import type { WsSession } from './WsSession.js';
 
 /** The gateway's application heartbeat (seed 3.1). docs/protocol.md, "Heartbeat". */
 export interface GatewayHeartbeatOptions extends HeartbeatOptions {
   /**
    * Every session's pings and timeouts are checked once per `sweepMs` by one timer for the whole
    * gateway (no timer per connection), which ticks every ~20 ms over one lane of the sessions.
-   * @default 100
+   * @default 50
    */
   sweepMs: number;
   /** Phi-accrual level at which a session counts as suspect in the metrics. @default 8 */
@@ -32,7 +35,7 @@ export interface GatewayHeartbeatOptions extends HeartbeatOptions {
 
 export const DEFAULT_GATEWAY_HEARTBEAT: Readonly<GatewayHeartbeatOptions> = {
   ...DEFAULT_HEARTBEAT,
-  sweepMs: 100,
+  sweepMs: 50,
   phiThreshold: 8,
 };
 
@@ -44,12 +47,12 @@ export interface SessionDegradedInfo {
   peer?: string;
   /** Consecutive pings left without a pong. */
   misses: number;
-  /** Milliseconds since the last pong (since the connection opened when there was none). */
+  /** Milliseconds since the client last proved alive (pong or any other frame). */
   silentMs: number;
   /** Smoothed heartbeat RTT in ms; -1 when no pong ever arrived. */
   srttMs: number;
-  /** Phi-accrual suspicion level at that moment, when a detector is configured. */
-  phi?: number;
+  /** Phi-accrual suspicion level at that moment. */
+  phi: number;
 }
 
 /** One session's heartbeat figures (for scoring and tests). */
@@ -63,14 +66,16 @@ export interface SessionHeartbeat {
   /** Standard deviation of the last RTT samples (the health score's RTT stability input). */
   rttStdDevMs: number;
   samples: number;
-  phi?: number;
+  phi: number;
 }
 
 /** The sweep ticks about this often (ms), visiting one lane of sessions per tick. */
 const LANE_TICK_MS = 20;
 const MAX_LANES = 10;
-/** Pong intervals each session's phi detector remembers (8 bytes each). */
+/** Pong intervals each session's phi detector remembers (4 bytes each). */
 const PHI_WINDOW = 32;
+/** RTT samples per session for the health score's RTT stability (4 bytes each). */
+const RTT_WINDOW = 32;
 
 export interface HeartbeatSweepOptions {
   nodeId: string;
@@ -78,13 +83,13 @@ export interface HeartbeatSweepOptions {
   metrics: GatewayMetrics;
   logger: Logger;
   onSessionDegraded?: (info: SessionDegradedInfo) => void;
-  /** @default a PhiAccrualDetector with the heartbeat's interval and threshold */
-  suspicionDetector?: () => SuspicionDetector;
 }
 
 export class HeartbeatSweep {
   readonly heartbeat: Readonly<GatewayHeartbeatOptions>;
-  readonly suspicionDetector: () => SuspicionDetector;
+  private readonly table: HeartbeatTable;
+  private readonly rtt = new SlidingStatsTable(RTT_WINDOW);
+  private readonly suspicion: PhiAccrualTable;
   private readonly nodeId: string;
   private readonly metrics: GatewayMetrics;
   private readonly logger: Logger;
@@ -110,14 +115,12 @@ export class HeartbeatSweep {
       this.lanes.push(new Set());
       this.laneStats.push({ late: 0, suspects: 0, maxPhi: 0 });
     }
-    this.suspicionDetector =
-      options.suspicionDetector ??
-      (() =>
-        new PhiAccrualDetector({
-          threshold: phiThreshold,
-          firstHeartbeatEstimateMs: intervalMs,
-          windowSize: PHI_WINDOW,
-        }));
+    this.table = new HeartbeatTable(this.heartbeat);
+    this.suspicion = new PhiAccrualTable({
+      threshold: phiThreshold,
+      firstHeartbeatEstimateMs: intervalMs,
+      windowSize: PHI_WINDOW,
+    });
   }
 
   start(): void {
@@ -135,17 +138,59 @@ export class HeartbeatSweep {
     clearInterval(this.timer);
   }
 
-  /** Puts the session in the least loaded lane, which keeps the ticks even under churn. */
+  /**
+   * Starts pinging the session: a row in the tables, and the least loaded lane, which keeps
+   * the ticks even under churn. The first ping goes out at a random point of the first
+   * interval, which spreads a gateway's pings evenly over its sweeps however the connections
+   * arrived.
+   */
   add(session: WsSession): void {
     let lane = 0;
     for (let i = 1; i < this.lanes.length; i++)
       if (this.lanes[i]!.size < this.lanes[lane]!.size) lane = i;
+    const now = heartbeatClock();
+    const row = this.table.add(now, now + Math.floor(Math.random() * this.heartbeat.intervalMs));
+    this.rtt.ensureRows(this.table.rowBound);
+    this.suspicion.ensureRows(this.table.rowBound);
+    this.rtt.clear(row);
+    this.suspicion.reset(row);
+    session.heartbeatRow = row;
     session.lane = lane;
     this.lanes[lane]!.add(session);
   }
 
   remove(session: WsSession): void {
-    this.lanes[session.lane]?.delete(session);
+    if (session.heartbeatRow < 0) return;
+    this.lanes[session.lane]!.delete(session);
+    this.table.remove(session.heartbeatRow);
+    session.heartbeatRow = -1;
+  }
+
+  /** A pong from the session's client: RTT and phi samples. */
+  pong(session: WsSession, timestampMs: number): void {
+    const row = session.heartbeatRow;
+    if (row < 0) return;
+    const now = heartbeatClock();
+    const rtt = this.table.pong(row, now, timestampMs);
+    if (rtt < 0) return;
+    this.suspicion.heartbeat(row, now);
+    this.rtt.push(row, rtt);
+    this.metrics.heartbeatRtt.observe(rtt / 1000);
+  }
+
+  /** Any other valid frame from the session's client proves it alive. */
+  heard(session: WsSession): void {
+    if (session.heartbeatRow >= 0) this.table.heard(session.heartbeatRow, heartbeatClock());
+  }
+
+  /** Consecutive unanswered pings of the session (0 when it answers, or is not pinged). */
+  misses(session: WsSession): number {
+    return session.heartbeatRow < 0 ? 0 : this.table.misses(session.heartbeatRow);
+  }
+
+  /** Standard deviation of the session's recent heartbeat RTTs, ms (the health score's input). */
+  rttStdDev(session: WsSession): number {
+    return session.heartbeatRow < 0 ? 0 : this.rtt.stdDev(session.heartbeatRow);
   }
 
   private *sessions(): Iterable<WsSession> {
@@ -156,18 +201,19 @@ export class HeartbeatSweep {
   sessionHeartbeats(): SessionHeartbeat[] {
     const now = heartbeatClock();
     const out: SessionHeartbeat[] = [];
+    const table = this.table;
     for (const session of this.sessions()) {
-      const hb = session.heartbeat!;
+      const row = session.heartbeatRow;
       out.push({
         session: session.id,
         ...(session.peer === undefined ? {} : { peer: session.peer }),
-        misses: hb.misses,
-        lastRttMs: hb.lastRttMs,
-        srttMs: hb.srttMs,
-        rttVarMs: hb.rttVarMs,
-        rttStdDevMs: session.rtt?.stdDev ?? 0,
-        samples: hb.samples,
-        ...(session.suspicion ? { phi: session.suspicion.phi(now) } : {}),
+        misses: table.misses(row),
+        lastRttMs: table.lastRttMs(row),
+        srttMs: table.srttMs(row),
+        rttVarMs: table.rttVarMs(row),
+        rttStdDevMs: this.rtt.stdDev(row),
+        samples: table.samples(row),
+        phi: this.suspicion.phi(row, now),
       });
     }
     return out;
@@ -191,10 +237,11 @@ export class HeartbeatSweep {
     let suspects = 0;
     let maxPhi = 0;
     const phiAlways = heartbeat.phiThreshold <= 1;
+    const table = this.table;
     for (const session of this.lanes[index]!) {
-      const tracker = session.heartbeat!;
       if (session.isClosed) continue;
-      const step = tracker.step(now);
+      const row = session.heartbeatRow;
+      const step = table.step(row, now);
       if (step === HeartbeatStep.ping || step === HeartbeatStep.resend) {
         if (!frame) {
           frame = Buffer.allocUnsafe(HEARTBEAT_FRAME_BYTES);
@@ -202,19 +249,19 @@ export class HeartbeatSweep {
         }
         session.sendHeartbeat(frame);
         pings++;
-        if (step === HeartbeatStep.resend) timeouts++;
-      } else if (step === HeartbeatStep.dead) {
+      }
+      if (step === HeartbeatStep.resend || step === HeartbeatStep.miss) timeouts++;
+      else if (step === HeartbeatStep.dead) {
         this.sessionDegraded(session, now);
         continue;
       }
-      if (tracker.misses > 0) late++;
-      const suspicion = session.suspicion;
+      if (table.misses(row) > 0) late++;
       // Pongs arrive about once per interval, so until a whole interval has passed since the
       // last one the silence is at most the learnt mean and phi <= -log10(0.5) = 0.3: far
       // below any useful threshold. Skipping those sessions keeps the sweep O(late sessions)
       // in the detector's memory.
-      if (suspicion && (phiAlways || now - tracker.lastPongAt > heartbeat.intervalMs)) {
-        const phi = suspicion.phi(now);
+      if (phiAlways || now - table.lastPong(row) > heartbeat.intervalMs) {
+        const phi = this.suspicion.phi(row, now);
         if (phi >= heartbeat.phiThreshold) suspects++;
         if (phi > maxPhi) maxPhi = phi;
       }
@@ -239,15 +286,16 @@ export class HeartbeatSweep {
 
   /** L2: the session is degraded; its peer no longer answers, so the connection is dropped. */
   private sessionDegraded(session: WsSession, now: number): void {
-    const tracker = session.heartbeat!;
+    const row = session.heartbeatRow;
+    const table = this.table;
     const info: SessionDegradedInfo = {
       node: this.nodeId,
       session: session.id,
       ...(session.peer === undefined ? {} : { peer: session.peer }),
-      misses: tracker.misses,
-      silentMs: now - tracker.lastPongAt,
-      srttMs: tracker.srttMs,
-      ...(session.suspicion ? { phi: session.suspicion.phi(now) } : {}),
+      misses: table.misses(row),
+      silentMs: now - table.lastHeard(row),
+      srttMs: table.srttMs(row),
+      phi: this.suspicion.phi(row, now),
     };
     this.metrics.heartbeatDegraded.inc();
     this.logger.warn(info, 'session degraded: pings unanswered (heartbeat L2); closing it as dead');

@@ -7,9 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { WebSocket } from 'ws';
 import { CloseCodes, type CloseCode } from '../../shared/protocol/closeCodes.js';
 import {
-  HeartbeatTracker,
   HeartbeatType,
-  heartbeatClock,
   heartbeatTimestamp,
   heartbeatType,
   pongFor,
@@ -23,7 +21,6 @@ import {
   type RequestId,
   type ServerFrame,
 } from '../../shared/protocol/frames.js';
-import { RttWindow } from '../../shared/health/score.js';
 import { TokenBucket } from '../../shared/tokenBucket.js';
 import { errorCode } from '../../shared/errors.js';
 import {
@@ -38,14 +35,6 @@ import type { GatewayContext } from './GatewayContext.js';
 /** Refused requests in a row after which a client is closed as rate limited. */
 const MAX_CONSECUTIVE_REFUSALS = 100;
 const BINARY = { binary: true } as const;
-/** Heartbeat RTT samples kept per session: 16 s at the default interval. */
-const RTT_SAMPLES = 16;
-
-/** Phi-accrual (or any) suspicion detector fed with the arrival times of pongs. */
-export interface SuspicionDetector {
-  heartbeat(nowMs: number): void;
-  phi(nowMs: number): number;
-}
 
 export class WsSession implements SubscriptionSink {
   private session: string = randomUUID();
@@ -57,15 +46,8 @@ export class WsSession implements SubscriptionSink {
   private closed = false;
   /** Requests are handled one after another, in the order the client sent them. */
   private handling: Promise<void> = Promise.resolve();
-  /**
-   * The gateway's pings to this client (seed 3.1), driven by the gateway's sweep; undefined
-   * when the gateway runs without an application heartbeat.
-   */
-  readonly heartbeat?: HeartbeatTracker;
-  /** Suspicion level from pong arrivals (phi accrual), when the gateway has a detector. */
-  readonly suspicion?: SuspicionDetector;
-  /** The last heartbeat RTT samples (ms), for the connection's health score; from the first pong. */
-  rtt?: RttWindow;
+  /** The session's row in the gateway's heartbeat tables (seed 3.1); -1: not pinged. */
+  heartbeatRow = -1;
   /** The gateway's heartbeat sweep lane holding this session; -1: none. */
   lane = -1;
   /**
@@ -83,18 +65,6 @@ export class WsSession implements SubscriptionSink {
   ) {
     const { requestsPerSecond } = gateway.limits;
     this.bucket = new TokenBucket(requestsPerSecond, requestsPerSecond * 2);
-    const heartbeat = gateway.heartbeat;
-    if (heartbeat) {
-      const now = heartbeatClock();
-      // The first ping at a random point of the first interval spreads a gateway's pings
-      // evenly over its sweeps, however the connections arrived.
-      this.heartbeat = new HeartbeatTracker(
-        heartbeat,
-        now,
-        now + Math.floor(Math.random() * heartbeat.intervalMs),
-      );
-      this.suspicion = gateway.suspicionDetector?.();
-    }
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', (code) => this.onClose(code));
     ws.on('error', (error) =>
@@ -207,9 +177,11 @@ export class WsSession implements SubscriptionSink {
         // our liveness with it.
         this.gateway.metrics.heartbeatClientPings.inc();
         if (!this.closed) this.ws.send(pongFor(data), BINARY);
+        this.gateway.heartbeatSweep?.heard(this);
         return;
       }
-      if (type === HeartbeatType.pong) return this.onPong(heartbeatTimestamp(data));
+      if (type === HeartbeatType.pong)
+        return this.gateway.heartbeatSweep?.pong(this, heartbeatTimestamp(data));
       return this.refuse(undefined, {
         code: ErrorCodes.badFrame,
         message: 'binary frames are not accepted',
@@ -217,6 +189,7 @@ export class WsSession implements SubscriptionSink {
     }
     const parsed = parseClientFrame(data.toString('utf8'));
     if (!parsed.ok) return this.refuse(parsed.id, parsed.error);
+    this.gateway.heartbeatSweep?.heard(this);
     if (!this.bucket.take()) {
       return this.refuse(parsed.frame.id, {
         code: ErrorCodes.rateLimited,
@@ -332,17 +305,6 @@ export class WsSession implements SubscriptionSink {
       ...(id === undefined ? {} : { id }),
     });
     this.gateway.metrics.resumeLatency.observe((performance.now() - started) / 1000);
-  }
-
-  private onPong(timestamp: number): void {
-    const heartbeat = this.heartbeat;
-    if (!heartbeat) return;
-    const now = heartbeatClock();
-    const rtt = heartbeat.pong(now, timestamp);
-    if (rtt < 0) return;
-    this.suspicion?.heartbeat(now);
-    (this.rtt ??= new RttWindow(RTT_SAMPLES)).push(rtt);
-    this.gateway.metrics.heartbeatRtt.observe(rtt / 1000);
   }
 
   private onClose(code: number): void {

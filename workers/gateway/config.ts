@@ -3,6 +3,7 @@
  * supervisor, the container image and the tests). Every value has a default for one machine.
  */
 import { z } from 'zod';
+import { DEFAULT_GATEWAY_HEARTBEAT } from './HeartbeatSweep.js';
 
 const list = z.string().transform((s) =>
   s
@@ -40,15 +41,22 @@ export const GatewayEnv = z.object({
    * WebSocket client this often; 0 turns the gateway's pings off (clients' pings are still
    * answered).
    */
-  STREAMHEAL_HEARTBEAT_INTERVAL_MS: z.coerce.number().int().min(0).default(1000),
-  /** L1: a ping without a pong within this time is a miss, resent at once. */
-  STREAMHEAL_PING_TIMEOUT_MS: int(500),
+  STREAMHEAL_HEARTBEAT_INTERVAL_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(DEFAULT_GATEWAY_HEARTBEAT.intervalMs),
+  /** L1: a ping without a pong within this time is a miss; another is sent at once. */
+  STREAMHEAL_PING_TIMEOUT_MS: int(DEFAULT_GATEWAY_HEARTBEAT.timeoutMs),
   /** L2: this many misses in a row mark the session degraded and close it as dead. */
-  STREAMHEAL_HEARTBEAT_MISSES: int(3),
+  STREAMHEAL_HEARTBEAT_MISSES: int(DEFAULT_GATEWAY_HEARTBEAT.misses),
   /** Period of the one sweep that drives every session's heartbeat. */
-  STREAMHEAL_HEARTBEAT_SWEEP_MS: int(100),
+  STREAMHEAL_HEARTBEAT_SWEEP_MS: int(DEFAULT_GATEWAY_HEARTBEAT.sweepMs),
   /** Phi-accrual suspicion level at which a session counts as suspect (metrics). */
-  STREAMHEAL_PHI_THRESHOLD: z.coerce.number().positive().default(8),
+  STREAMHEAL_PHI_THRESHOLD: z.coerce
+    .number()
+    .positive()
+    .default(DEFAULT_GATEWAY_HEARTBEAT.phiThreshold),
   /** L3: TCP keepalive idle time on every accepted socket; 0 disables. */
   STREAMHEAL_TCP_KEEPALIVE_MS: z.coerce.number().int().min(0).default(1000),
   /** L3: TCP_USER_TIMEOUT, how long the kernel waits for unacknowledged data; 0 keeps the default. */

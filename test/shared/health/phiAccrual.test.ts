@@ -2,12 +2,33 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   PHI_ACCRUAL_DEFAULTS,
-  PhiAccrualDetector,
+  PhiAccrualTable,
   phiOf,
+  type PhiAccrualOptions,
 } from '../../../shared/health/phiAccrual.js';
 
+/** One peer's detector: row 0 of a table. */
+function detectorOf(options?: PhiAccrualOptions) {
+  const table = new PhiAccrualTable(options);
+  table.ensureRows(1);
+  return {
+    threshold: table.threshold,
+    heartbeat: (t: number) => table.heartbeat(0, t),
+    phi: (t: number) => table.phi(0, t),
+    isAvailable: (t: number) => table.isAvailable(0, t),
+    reset: () => table.reset(0),
+    get sampleCount() {
+      return table.sampleCount(0);
+    },
+    get lastHeartbeatMs() {
+      return table.lastHeartbeatMs(0);
+    },
+  };
+}
+type Detector = ReturnType<typeof detectorOf>;
+
 /** Heartbeats every `intervalMs` from t = 0, `count` of them; returns the last time. */
-function beat(detector: PhiAccrualDetector, intervalMs: number, count: number, start = 0): number {
+function beat(detector: Detector, intervalMs: number, count: number, start = 0): number {
   let t = start;
   for (let i = 0; i < count; i++) {
     t = start + i * intervalMs;
@@ -61,7 +82,21 @@ describe('phiOf', () => {
   });
 });
 
-describe('PhiAccrualDetector', () => {
+describe('PhiAccrualTable', () => {
+  it('keeps one detector per row, apart also when the table grows', () => {
+    const table = new PhiAccrualTable({ firstHeartbeatEstimateMs: 100 });
+    table.ensureRows(2);
+    for (let t = 0; t <= 1_000; t += 100) table.heartbeat(0, t);
+    table.heartbeat(1, 0);
+    table.ensureRows(50);
+    expect(table.lastHeartbeatMs(0)).toBe(1_000);
+    expect(table.lastHeartbeatMs(1)).toBe(0);
+    expect(table.lastHeartbeatMs(49)).toBeUndefined();
+    expect(table.phi(0, 1_100)).toBeLessThan(1);
+    expect(table.phi(1, 1_100)).toBeGreaterThan(table.threshold);
+    expect(table.phi(49, 1_100)).toBe(0);
+  });
+
   it('uses the documented defaults', () => {
     expect(PHI_ACCRUAL_DEFAULTS).toEqual({
       threshold: 8,
@@ -70,17 +105,17 @@ describe('PhiAccrualDetector', () => {
       acceptableHeartbeatPauseMs: 0,
       firstHeartbeatEstimateMs: 1000,
     });
-    expect(new PhiAccrualDetector().threshold).toBe(8);
+    expect(detectorOf().threshold).toBe(8);
   });
 
   it('does not suspect a peer it has never heard from', () => {
-    const detector = new PhiAccrualDetector();
+    const detector = detectorOf();
     expect(detector.phi(1_000_000)).toBe(0);
     expect(detector.isAvailable(1_000_000)).toBe(true);
   });
 
   it('seeds the window from the first-heartbeat estimate, as Akka does', () => {
-    const detector = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 400 });
+    const detector = detectorOf({ firstHeartbeatEstimateMs: 400 });
     detector.heartbeat(0);
     expect(detector.sampleCount).toBe(2);
     // Seeded with 300 and 500: mean 400, stddev 100.
@@ -89,7 +124,7 @@ describe('PhiAccrualDetector', () => {
   });
 
   it('is ~0 right after a heartbeat and crosses the threshold when heartbeats stop', () => {
-    const detector = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 100 });
+    const detector = detectorOf({ firstHeartbeatEstimateMs: 100 });
     const last = beat(detector, 100, 50);
     expect(detector.phi(last)).toBeLessThan(0.01);
     expect(detector.isAvailable(last + 100)).toBe(true);
@@ -99,8 +134,8 @@ describe('PhiAccrualDetector', () => {
   });
 
   it('tolerates acceptableHeartbeatPauseMs of extra silence', () => {
-    const strict = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 100 });
-    const lenient = new PhiAccrualDetector({
+    const strict = detectorOf({ firstHeartbeatEstimateMs: 100 });
+    const lenient = detectorOf({
       firstHeartbeatEstimateMs: 100,
       acceptableHeartbeatPauseMs: 1000,
     });
@@ -112,8 +147,8 @@ describe('PhiAccrualDetector', () => {
   });
 
   it('learns jitter: an irregular peer is suspected later than a regular one', () => {
-    const regular = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 1000, minStdDevMs: 1 });
-    const jittery = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 1000, minStdDevMs: 1 });
+    const regular = detectorOf({ firstHeartbeatEstimateMs: 1000, minStdDevMs: 1 });
+    const jittery = detectorOf({ firstHeartbeatEstimateMs: 1000, minStdDevMs: 1 });
     let t = 0;
     for (let i = 0; i < 100; i++) {
       t += 1000;
@@ -124,7 +159,7 @@ describe('PhiAccrualDetector', () => {
   });
 
   it('does not learn the gap that ended a suspected failure, nor a heartbeat from the past', () => {
-    const detector = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 100 });
+    const detector = detectorOf({ firstHeartbeatEstimateMs: 100 });
     const last = beat(detector, 100, 30);
     const before = detector.phi(last + 150);
     detector.heartbeat(last + 60_000); // peer came back after a long failure
@@ -134,7 +169,7 @@ describe('PhiAccrualDetector', () => {
   });
 
   it('forgets everything on reset', () => {
-    const detector = new PhiAccrualDetector();
+    const detector = detectorOf();
     beat(detector, 1000, 5);
     detector.reset();
     expect(detector.lastHeartbeatMs).toBeUndefined();
@@ -143,14 +178,12 @@ describe('PhiAccrualDetector', () => {
   });
 
   it('refuses nonsensical options', () => {
-    expect(() => new PhiAccrualDetector({ threshold: 0 })).toThrow(RangeError);
-    expect(() => new PhiAccrualDetector({ windowSize: 0 })).toThrow(RangeError);
-    expect(() => new PhiAccrualDetector({ minStdDevMs: -1 })).toThrow(RangeError);
-    expect(() => new PhiAccrualDetector({ acceptableHeartbeatPauseMs: -1 })).toThrow(RangeError);
-    expect(() => new PhiAccrualDetector({ firstHeartbeatEstimateMs: Number.NaN })).toThrow(
-      RangeError,
-    );
-    expect(() => new PhiAccrualDetector({ threshold: undefined })).not.toThrow();
+    expect(() => detectorOf({ threshold: 0 })).toThrow(RangeError);
+    expect(() => detectorOf({ windowSize: 0 })).toThrow(RangeError);
+    expect(() => detectorOf({ minStdDevMs: -1 })).toThrow(RangeError);
+    expect(() => detectorOf({ acceptableHeartbeatPauseMs: -1 })).toThrow(RangeError);
+    expect(() => detectorOf({ firstHeartbeatEstimateMs: Number.NaN })).toThrow(RangeError);
+    expect(() => detectorOf({ threshold: undefined })).not.toThrow();
   });
 
   it('for any heartbeat history: phi at a heartbeat is at most log10(2) and grows with the silence', () => {
@@ -160,7 +193,7 @@ describe('PhiAccrualDetector', () => {
         fc.integer({ min: 0, max: 100_000 }),
         fc.integer({ min: 0, max: 100_000 }),
         (intervals, a, b) => {
-          const detector = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 500 });
+          const detector = detectorOf({ firstHeartbeatEstimateMs: 500 });
           let t = 0;
           detector.heartbeat(t);
           for (const interval of intervals) detector.heartbeat((t += interval));
@@ -180,7 +213,7 @@ describe('PhiAccrualDetector', () => {
       fc.property(
         fc.array(fc.integer({ min: 400, max: 600 }), { minLength: 1, maxLength: 150 }),
         (intervals) => {
-          const detector = new PhiAccrualDetector({ firstHeartbeatEstimateMs: 500 });
+          const detector = detectorOf({ firstHeartbeatEstimateMs: 500 });
           let t = 0;
           detector.heartbeat(t);
           for (const interval of intervals) detector.heartbeat((t += interval));

@@ -6,7 +6,6 @@ import {
   EWMA_ALPHA,
   Ewma,
   NODE_SCORE_CONSTANTS,
-  RttWindow,
   connectionHealthScore,
   finRstScore,
   nodeHealthScore,
@@ -105,22 +104,6 @@ describe('connection health score', () => {
     expect(perMinute(3, 30_000)).toBe(6);
     expect(perMinute(3, 0)).toBe(0);
     expect(perMinute(-1, 60_000)).toBe(0);
-  });
-});
-
-describe('RttWindow', () => {
-  it('scores a steady RTT 1 and a jittery one lower, over the last samples only', () => {
-    const window = new RttWindow(4);
-    expect(window.capacity).toBe(4);
-    expect(new RttWindow().capacity).toBe(32);
-    expect(window.stability()).toBe(1);
-    for (const rtt of [20, 20, 20, 20]) window.push(rtt);
-    expect(window.stability()).toBe(1);
-    for (const rtt of [20, 180, 20, 180]) window.push(rtt);
-    expect(window.stdDev).toBe(80);
-    expect(window.stability()).toBeCloseTo(rttStability(80));
-    for (const rtt of [30, 30, 30, 30]) window.push(rtt);
-    expect(window.stability()).toBe(1);
   });
 });
 

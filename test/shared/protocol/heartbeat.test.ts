@@ -4,7 +4,7 @@ import {
   DEFAULT_HEARTBEAT,
   HEARTBEAT_FRAME_BYTES,
   HeartbeatStep,
-  HeartbeatTracker,
+  HeartbeatTable,
   HeartbeatType,
   decodeHeartbeat,
   encodeHeartbeat,
@@ -144,100 +144,173 @@ describe('heartbeat frame codec', () => {
   });
 });
 
-describe('HeartbeatTracker (tiers L1 and L2)', () => {
-  const options = DEFAULT_HEARTBEAT; // 1000 / 500 / 3
+describe('HeartbeatTable (tiers L1 and L2)', () => {
+  const slow = { intervalMs: 1_000, timeoutMs: 500, misses: 3 };
 
   it('pings every interval while pongs come back, and measures RTT', () => {
-    const t = new HeartbeatTracker(options, 10_000);
-    expect(t.step(10_000)).toBe(HeartbeatStep.ping);
-    expect(t.step(10_100)).toBe(HeartbeatStep.idle);
-    expect(t.pong(10_020, 10_000)).toBe(20);
-    expect(t.step(10_999)).toBe(HeartbeatStep.idle);
-    expect(t.step(11_000)).toBe(HeartbeatStep.ping);
-    expect(t.pong(11_040, 11_000)).toBe(40);
-    expect(t).toMatchObject({ misses: 0, lastRttMs: 40, samples: 2, awaiting: false });
-    expect(t.srttMs).toBeCloseTo(20 + (40 - 20) / 8);
-    expect(t.nextDeadline).toBe(12_000);
+    const t = new HeartbeatTable(slow);
+    const row = t.add(10_000);
+    expect(t.step(row, 10_000)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 10_100)).toBe(HeartbeatStep.idle);
+    expect(t.pong(row, 10_020, 10_000)).toBe(20);
+    expect(t.step(row, 10_999)).toBe(HeartbeatStep.idle);
+    expect(t.step(row, 11_000)).toBe(HeartbeatStep.ping);
+    expect(t.pong(row, 11_040, 11_000)).toBe(40);
+    expect([t.misses(row), t.lastRttMs(row), t.samples(row)]).toEqual([0, 40, 2]);
+    expect(t.srttMs(row)).toBeCloseTo(20 + (40 - 20) / 8);
+    expect(t.nextDeadline(row)).toBe(12_000);
   });
 
-  it('L1: resends at once after each timeout; L2: dead after three in a row', () => {
-    const t = new HeartbeatTracker(options, 0, 100);
-    expect(t.step(100)).toBe(HeartbeatStep.ping);
-    expect(t.nextDeadline).toBe(600);
-    expect(t.step(599)).toBe(HeartbeatStep.idle);
-    expect(t.step(600)).toBe(HeartbeatStep.resend);
-    expect(t.misses).toBe(1);
-    expect(t.step(1_050)).toBe(HeartbeatStep.idle); // each resend gets a full timeout
-    expect(t.step(1_100)).toBe(HeartbeatStep.resend);
-    expect(t.step(1_600)).toBe(HeartbeatStep.dead);
-    expect(t.dead).toBe(true);
-    expect(t.step(5_000)).toBe(HeartbeatStep.idle);
-    expect(t.pong(5_000, 1_100)).toBe(-1); // too late: stays dead
+  it('L1: sends again at once after each timeout; L2: dead after three in a row', () => {
+    const t = new HeartbeatTable(slow);
+    const row = t.add(0, 100);
+    expect(t.step(row, 100)).toBe(HeartbeatStep.ping);
+    expect(t.nextDeadline(row)).toBe(600);
+    expect(t.step(row, 599)).toBe(HeartbeatStep.idle);
+    expect(t.step(row, 600)).toBe(HeartbeatStep.resend);
+    expect(t.misses(row)).toBe(1);
+    expect(t.step(row, 1_050)).toBe(HeartbeatStep.idle); // each ping gets a full timeout
+    expect(t.step(row, 1_100)).toBe(HeartbeatStep.resend);
+    expect(t.step(row, 1_600)).toBe(HeartbeatStep.dead);
+    expect(t.isDead(row)).toBe(true);
+    expect(t.step(row, 5_000)).toBe(HeartbeatStep.idle);
+    expect(t.pong(row, 5_000, 1_100)).toBe(-1); // too late: stays dead
+  });
+
+  it('overlaps pings when the interval is shorter than the timeout (the default)', () => {
+    expect(DEFAULT_HEARTBEAT).toEqual({ intervalMs: 250, timeoutMs: 500, misses: 3 });
+    const t = new HeartbeatTable(DEFAULT_HEARTBEAT);
+    const row = t.add(0);
+    expect(t.step(row, 0)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 250)).toBe(HeartbeatStep.ping); // the first is still unanswered
+    expect(t.misses(row)).toBe(0);
+    expect(t.step(row, 500)).toBe(HeartbeatStep.resend); // the first timed out
+    expect(t.step(row, 750)).toBe(HeartbeatStep.resend); // the second
+    expect(t.misses(row)).toBe(2);
+    expect(t.step(row, 999)).toBe(HeartbeatStep.idle);
+    expect(t.step(row, 1_000)).toBe(HeartbeatStep.dead); // the third: 1 s after the first ping
+  });
+
+  it('on a timeout sends again only when no younger ping is in flight', () => {
+    const t = new HeartbeatTable({ intervalMs: 300, timeoutMs: 150, misses: 3 });
+    const row = t.add(0);
+    expect(t.step(row, 0)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 160)).toBe(HeartbeatStep.resend); // nothing else in flight
+    expect(t.step(row, 300)).toBe(HeartbeatStep.ping); // the schedule
+    expect(t.step(row, 310)).toBe(HeartbeatStep.miss); // the resend timed out; 300 still waits
+    expect(t.misses(row)).toBe(2);
+    expect(t.step(row, 450)).toBe(HeartbeatStep.dead);
+    expect(t.lastHeard(row)).toBe(0);
   });
 
   it('a late pong (for an earlier ping) resets the misses', () => {
-    const t = new HeartbeatTracker(options, 0);
-    t.step(0);
-    expect(t.step(500)).toBe(HeartbeatStep.resend);
-    expect(t.step(1_000)).toBe(HeartbeatStep.resend);
-    expect(t.pong(1_200, 0)).toBe(1_200);
-    expect(t.misses).toBe(0);
-    expect(t.step(1_200)).toBe(HeartbeatStep.ping); // the schedule was due meanwhile
+    const t = new HeartbeatTable(slow);
+    const row = t.add(0);
+    t.step(row, 0);
+    expect(t.step(row, 500)).toBe(HeartbeatStep.resend);
+    expect(t.step(row, 1_000)).toBe(HeartbeatStep.resend);
+    expect(t.pong(row, 1_200, 0)).toBe(1_200);
+    expect(t.misses(row)).toBe(0);
+    expect(t.step(row, 1_200)).toBe(HeartbeatStep.idle); // the ping at 1000 was the scheduled one
+    expect(t.step(row, 2_000)).toBe(HeartbeatStep.ping);
+  });
+
+  it('any other frame from the peer proves it alive and postpones our next ping', () => {
+    const t = new HeartbeatTable(slow);
+    const row = t.add(0);
+    t.step(row, 0);
+    expect(t.step(row, 500)).toBe(HeartbeatStep.resend);
+    t.heard(row, 700);
+    expect(t.misses(row)).toBe(0);
+    expect([t.lastHeard(row), t.lastPong(row)]).toEqual([700, 0]);
+    expect(t.nextDeadline(row)).toBe(1_700);
+    expect(t.step(row, 1_200)).toBe(HeartbeatStep.idle); // the earlier pings no longer count
+    expect(t.step(row, 1_700)).toBe(HeartbeatStep.ping);
+    expect(t.samples(row)).toBe(0); // only pongs give RTT samples
   });
 
   it('ignores pongs that cannot echo one of its pings', () => {
-    const t = new HeartbeatTracker(options, 1_000);
-    t.step(1_000);
-    expect(t.pong(1_010, 999)).toBe(-1); // before it started
-    expect(t.pong(1_010, 1_011)).toBe(-1); // from the future
-    expect(t.awaiting).toBe(true);
+    const t = new HeartbeatTable(slow);
+    const row = t.add(1_000);
+    t.step(row, 1_000);
+    expect(t.pong(row, 1_010, 999)).toBe(-1); // before it started
+    expect(t.pong(row, 1_010, 1_011)).toBe(-1); // from the future
+    expect(t.nextDeadline(row)).toBe(1_500); // still waiting for its pong
   });
 
   it('a pause of the detector itself counts as one miss, not three', () => {
-    const t = new HeartbeatTracker(options, 0);
-    t.step(0);
-    expect(t.step(60_000)).toBe(HeartbeatStep.resend);
-    expect(t.misses).toBe(1);
-    expect(t.step(60_100)).toBe(HeartbeatStep.idle);
+    const t = new HeartbeatTable(DEFAULT_HEARTBEAT);
+    const row = t.add(0);
+    t.step(row, 0);
+    expect(t.pong(row, 1, 0)).toBe(1);
+    t.step(row, 250);
+    expect(t.step(row, 60_000)).toBe(HeartbeatStep.resend);
+    expect(t.misses(row)).toBe(1);
+    expect(t.step(row, 60_100)).toBe(HeartbeatStep.idle); // no burst of missed schedule
+    expect(t.nextDeadline(row)).toBe(60_250);
+  });
+
+  it('keeps rows independent and reuses removed ones', () => {
+    const t = new HeartbeatTable(slow);
+    const rows = Array.from({ length: 40 }, (_, i) => t.add(0, i)); // grows past 16 and 32
+    for (const row of rows) t.step(row, row);
+    t.pong(rows[7]!, 30, 7);
+    expect(rows.map((row) => t.samples(row)).filter((n) => n > 0)).toEqual([1]);
+    expect(t.lastRttMs(rows[7]!)).toBe(23);
+    t.remove(rows[3]!);
+    expect(t.add(100)).toBe(rows[3]);
+    expect(t.samples(rows[3]!)).toBe(0);
+    expect(t.step(rows[3]!, 100)).toBe(HeartbeatStep.ping);
+  });
+
+  it('refuses options it cannot honour', () => {
+    expect(() => new HeartbeatTable({ ...slow, misses: 0 })).toThrow(RangeError);
+    expect(() => new HeartbeatTable({ ...slow, misses: 1.5 })).toThrow(RangeError);
+    expect(() => new HeartbeatTable({ ...slow, timeoutMs: 0 })).toThrow(RangeError);
+    expect(() => new HeartbeatTable({ ...slow, intervalMs: Number.NaN })).toThrow(RangeError);
   });
 
   it('documents the detection bound', () => {
-    expect(heartbeatDetectionBoundMs(options)).toBe(2_500);
-    expect(heartbeatDetectionBoundMs(options, 100)).toBe(2_900);
+    expect(heartbeatDetectionBoundMs(slow)).toBe(2_500);
+    expect(heartbeatDetectionBoundMs(slow, 100)).toBe(2_900);
+    expect(heartbeatDetectionBoundMs(DEFAULT_HEARTBEAT)).toBe(1_250);
+    expect(heartbeatDetectionBoundMs(DEFAULT_HEARTBEAT, 50)).toBe(1_450);
   });
 
-  it('never declares a peer dead faster than misses × timeout, nor later than the bound', () => {
+  it('never declares a peer dead faster than one timeout, nor later than the bound', () => {
     fc.assert(
       fc.property(
+        fc.record({
+          intervalMs: fc.integer({ min: 50, max: 2_000 }),
+          timeoutMs: fc.integer({ min: 50, max: 2_000 }),
+          misses: fc.integer({ min: 1, max: 5 }),
+        }),
         fc.integer({ min: 0, max: 5_000 }), // when the peer goes silent
         fc.integer({ min: 1, max: 200 }), // step granularity
-        fc.integer({ min: 0, max: 50 }), // RTT while alive
-        (silentAt, granularity, rtt) => {
-          const t = new HeartbeatTracker(options, 0);
-          let pendingPong: number | undefined;
-          for (let now = 0; now < silentAt + 10_000; now += granularity) {
-            if (
-              pendingPong !== undefined &&
-              now >= pendingPong + rtt &&
-              pendingPong + rtt < silentAt
-            ) {
-              t.pong(now, pendingPong);
-              pendingPong = undefined;
+        fc.integer({ min: 0, max: 40 }), // RTT while alive
+        (options, silentAt, granularity, rtt) => {
+          const t = new HeartbeatTable(options);
+          const row = t.add(0);
+          const inFlight: number[] = [];
+          for (let now = 0; now < silentAt + 20_000; now += granularity) {
+            while (inFlight.length > 0 && now >= inFlight[0]! + rtt) {
+              const sent = inFlight.shift()!;
+              if (sent + rtt < silentAt) t.pong(row, now, sent);
             }
-            const step = t.step(now);
-            if (step === HeartbeatStep.ping || step === HeartbeatStep.resend) pendingPong = now;
+            const step = t.step(row, now);
+            if (step === HeartbeatStep.ping || step === HeartbeatStep.resend) inFlight.push(now);
             if (step === HeartbeatStep.dead) {
               expect(now - silentAt).toBeLessThanOrEqual(
                 heartbeatDetectionBoundMs(options, granularity) + rtt,
               );
-              expect(now - t.lastPongAt).toBeGreaterThanOrEqual(options.misses * options.timeoutMs);
+              expect(now - t.lastPong(row)).toBeGreaterThanOrEqual(options.timeoutMs);
               return;
             }
           }
           throw new Error('never declared dead');
         },
       ),
-      { numRuns: 300 },
+      { numRuns: 500 },
     );
   });
 });
