@@ -47,7 +47,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const COMPACT_AT = 1024;
 
 /** One listener with its own queue, drained in a microtask: in order, outside the writer. */
-class Mailbox<E> {
+export class Mailbox<E> {
   private queue: E[] = [];
   private scheduled = false;
   private closed = false;
