@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `streamheal` command: `start` (the local cluster), `gateway`, `status`, `publish`, `tail`.
+ * The `streamheal` command: `start` (the local cluster), `gateway`, `status`, `publish`, `tail`,
+ * `policy`.
  * Commands load lazily, so `--help` and `publish` do not pay for the gateway's imports.
  */
 import { CliError, ExitCodes, UsageError, type Command } from './args.js';
@@ -11,6 +12,7 @@ const commands: Record<string, () => Promise<Command>> = {
   status: async () => (await import('./commands/status.js')).status,
   publish: async () => (await import('./commands/publish.js')).publish,
   tail: async () => (await import('./commands/tail.js')).tail,
+  policy: async () => (await import('./commands/policy.js')).policy,
 };
 
 async function usage(): Promise<string> {

@@ -66,6 +66,7 @@ export class LocalCluster {
   readonly supervisor: Supervisor;
   readonly gateways: GatewayEndpoints[];
   readonly publishKey: string;
+  private readonly clusterSecret: string;
   /** Path of the cluster file (written once every gateway is ready), if any. */
   readonly clusterFile: string | undefined;
   private readonly store: MemoryStore;
@@ -87,6 +88,7 @@ export class LocalCluster {
     const clusterSecret = options.clusterSecret ?? (env.STREAMHEAL_CLUSTER_SECRET || secret());
     validate({ controlPort, count, portBase, publishKey, clusterSecret });
     this.publishKey = publishKey;
+    this.clusterSecret = clusterSecret;
     this.clusterFile =
       options.clusterFile === false ? undefined : (options.clusterFile ?? clusterFilePath());
     this.logger = options.logger;
@@ -169,6 +171,7 @@ export class LocalCluster {
           control: this.control.url,
           gateways: this.gateways.map(({ name, url }) => ({ name, url })),
           publishKey: this.publishKey,
+          clusterSecret: this.clusterSecret,
         });
       }
     } catch (error) {

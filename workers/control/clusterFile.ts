@@ -1,7 +1,7 @@
 /**
  * The cluster file: where `streamheal start` tells later CLI commands how to reach the local
  * cluster (control URL, gateway URLs, publish key), so `status`, `publish` and `tail` need no
- * flags. Readable by its owner only, since it holds the publish key.
+ * flags. Readable by its owner only, since it holds the publish key and the cluster secret.
  */
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,8 @@ export interface ClusterFile {
   /** Base URL of every gateway, in order. */
   gateways: { name: string; url: string }[];
   publishKey: string;
+  /** Authenticates the control link (`streamheal policy` reaches the store through it). */
+  clusterSecret?: string;
 }
 
 export function clusterFilePath(env: NodeJS.ProcessEnv = process.env): string {
