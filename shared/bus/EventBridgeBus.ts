@@ -120,6 +120,11 @@ export interface EventBridgeBusOptions {
   maxUnclassifiedAttempts?: number;
   /** How long close() waits for the spool to drain. @default 5000 */
   closeTimeoutMs?: number;
+  /**
+   * How long one PutEvents call may take before it counts as failed and is retried, for the
+   * client built here (`clientConfig.requestHandler` overrides it). @default 5000
+   */
+  requestTimeoutMs?: number;
   onDrop?: (drop: Drop) => void;
   onRetry?: (retry: Retry) => void;
 }
@@ -177,7 +182,9 @@ export class EventBridgeBus implements EventBus {
   private readonly closeTimeoutMs: number;
 
   private spool: Spooled[] = [];
-  private spooledBytes = 0;
+  private bytesSpooled = 0;
+  /** Spooled events per source, so a batch stops looking once every source is blocked. */
+  private readonly perSource = new Map<string, number>();
   private pumping = false;
   /** Consecutive rounds with at least one entry to retry. */
   private failures = 0;
@@ -192,7 +199,18 @@ export class EventBridgeBus implements EventBus {
   constructor(private readonly options: EventBridgeBusOptions = {}) {
     this.ownsClient = options.client === undefined;
     this.client =
-      options.client ?? new EventBridgeClient({ maxAttempts: 1, ...options.clientConfig });
+      options.client ??
+      new EventBridgeClient({
+        maxAttempts: 1,
+        // The SDK's default socket timeout is minutes: a hung call would stall the spool.
+        requestHandler: {
+          connectionTimeout: Math.min(options.requestTimeoutMs ?? 5_000, 2_000),
+          requestTimeout: options.requestTimeoutMs ?? 5_000,
+          // Without it the SDK only logs a warning when requestTimeout passes.
+          throwOnRequestTimeout: true,
+        },
+        ...options.clientConfig,
+      });
     this.eventBusName = options.eventBusName ?? 'default';
     this.strict = (options.ordering ?? 'strict') === 'strict';
     this.maxSpooled = options.maxSpooled ?? 1_000;
@@ -207,6 +225,11 @@ export class EventBridgeBus implements EventBus {
     return this.spool.length;
   }
 
+  /** Their entry sizes, as EventBridge counts them. */
+  get spooledBytes(): number {
+    return this.bytesSpooled;
+  }
+
   /**
    * Spools the events for sending and returns; rejects, spooling none of them, when one is
    * invalid or larger than `maxRequestBytes`. Delivery problems are reported through
@@ -218,7 +241,8 @@ export class EventBridgeBus implements EventBus {
     const items = events.map((event, index) => this.prepare(event, `events[${index}]`));
     for (const item of items) {
       this.spool.push(item);
-      this.spooledBytes += item.size;
+      this.bytesSpooled += item.size;
+      this.perSource.set(item.source, (this.perSource.get(item.source) ?? 0) + 1);
     }
     this.enforceBounds();
     this.startSending();
@@ -264,7 +288,6 @@ export class EventBridgeBus implements EventBus {
     this.inFlight?.abort();
     this.wake?.();
     if (!drained) this.drop('closed', this.spool.splice(0));
-    this.spooledBytes = 0;
     if (this.ownsClient) this.client.destroy();
   }
 
@@ -297,13 +320,12 @@ export class EventBridgeBus implements EventBus {
     let index = 0;
     while (
       (this.spool.length - overflow.length > this.maxSpooled ||
-        this.spooledBytes > this.maxSpooledBytes) &&
+        this.bytesSpooled > this.maxSpooledBytes) &&
       index < this.spool.length
     ) {
       const item = this.spool[index++]!;
       if (item.inFlight) continue;
-      item.done = true;
-      this.spooledBytes -= item.size;
+      this.release(item);
       overflow.push(item);
     }
     if (overflow.length === 0) return;
@@ -359,7 +381,7 @@ export class EventBridgeBus implements EventBus {
     const blocked = new Set<string>();
     let bytes = 0;
     for (const item of this.spool) {
-      if (batch.length === MAX_ENTRIES_PER_CALL) break;
+      if (batch.length === MAX_ENTRIES_PER_CALL || blocked.size === this.perSource.size) break;
       if (blocked.has(item.source)) continue;
       if (bytes + item.size > this.maxRequestBytes) {
         blocked.add(item.source);
@@ -406,7 +428,6 @@ export class EventBridgeBus implements EventBus {
         retrying++;
         return;
       }
-      this.remove(item);
       this.drop('rejected', [item], code, message);
     };
 
@@ -418,7 +439,7 @@ export class EventBridgeBus implements EventBus {
       for (const item of pending) {
         const result = results[batch.indexOf(item)];
         if (typeof result?.EventId === 'string' && result.EventId !== '') {
-          this.remove(item);
+          this.release(item);
           this.delivered++;
         } else {
           const code = result?.ErrorCode ?? 'MissingResultEntry';
@@ -431,14 +452,19 @@ export class EventBridgeBus implements EventBus {
     return { retrying, errorCodes, ...(results === undefined ? { error: callError } : {}) };
   }
 
-  private remove(item: Spooled): void {
+  /** Takes an event out of the spool's accounting (the array is filtered separately). */
+  private release(item: Spooled): void {
+    if (item.done) return;
     item.done = true;
-    this.spooledBytes -= item.size;
+    this.bytesSpooled -= item.size;
+    const left = (this.perSource.get(item.source) ?? 1) - 1;
+    if (left === 0) this.perSource.delete(item.source);
+    else this.perSource.set(item.source, left);
   }
 
   private drop(reason: DropReason, items: Spooled[], errorCode?: string, message?: string): void {
     if (items.length === 0) return;
-    for (const item of items) item.done = true;
+    for (const item of items) this.release(item);
     this.dropped += items.length;
     this.droppedBy[reason] += items.length;
     const drop: Drop = {

@@ -396,6 +396,25 @@ describe('EventBridgeBus: unreachable EventBridge', () => {
     expect(seqsBySource()).toEqual({ 'streamheal.gateway': range(3) });
   });
 
+  it('sends a call again when its answer does not come in time; the copy keeps our id', async () => {
+    const retries: Retry[] = [];
+    const bus = busFor({ requestTimeoutMs: 150, onRetry: (retry) => retries.push(retry) });
+    endpoint.latencyMs = 400;
+    const [sent] = numbered('streamheal.gateway', 1);
+
+    await bus.put([sent!]);
+    await expect.poll(() => retries.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(1);
+    endpoint.latencyMs = 0;
+    await bus.flush(5_000);
+    // The timed-out call was accepted all the same: EventBridge holds two copies.
+    await expect.poll(() => endpoint.accepted.length, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
+
+    const copies = endpoint.events();
+    expect(new Set(copies.map((event) => event.id)).size).toBe(copies.length);
+    expect(acceptedEvents().map((event) => event.id)).toEqual(copies.map(() => sent!.id));
+    expect(retries[0]!.errorCodes[0]).toMatch(/ETIMEDOUT|Timeout/);
+  });
+
   it('keeps everything while the endpoint is down and delivers it in order once it is up', async () => {
     const retries: Retry[] = [];
     const bus = busFor({ onRetry: (retry) => retries.push(retry) });
@@ -413,6 +432,7 @@ describe('EventBridgeBus: unreachable EventBridge', () => {
     expect(seqsBySource()).toEqual(Object.fromEntries(sources.map((s) => [s, range(20)])));
     expect(new Set(acceptedEvents().map((event) => event.id)).size).toBe(40);
     expect(bus.dropped).toBe(0);
+    expect([bus.spooled, bus.spooledBytes]).toEqual([0, 0]);
   });
 
   it('drops the oldest events past the spool bound, counts them and says which', async () => {
@@ -437,13 +457,16 @@ describe('EventBridgeBus: unreachable EventBridge', () => {
     const bus = busFor({ maxSpooledBytes: 250_000 });
     await endpoint.down();
 
-    await bus.put(numbered('streamheal.gateway', 4, { blob: 'x'.repeat(100_000) }));
+    const events = numbered('streamheal.gateway', 4, { blob: 'x'.repeat(100_000) });
+    await bus.put(events);
 
     expect(bus.spooled).toBe(2);
+    expect(bus.spooledBytes).toBe(2 * entrySize(toPutEventsEntry(events[0]!, 'streamheal-test')));
     expect(bus.droppedBy.spool_full).toBe(2);
     await endpoint.up();
     await bus.flush(5_000);
     expect(seqsBySource()).toEqual({ 'streamheal.gateway': [2, 3] });
+    expect(bus.spooledBytes).toBe(0);
   });
 
   it('on close, sends what is spooled, then refuses puts', async () => {
