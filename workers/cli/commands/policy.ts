@@ -219,7 +219,7 @@ async function get(
   } else if (output === 'yaml') {
     process.stdout.write(all.map((stored) => stringify(show(stored))).join('---\n'));
   } else if (all.length === 0) {
-    process.stdout.write('no policies (the control plane uses the default policy)\n');
+    process.stdout.write('no policies stored\n');
   } else {
     const rows = [
       [
