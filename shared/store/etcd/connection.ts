@@ -22,7 +22,12 @@ export interface EtcdConnectionOptions {
    * @default 3000
    */
   timeoutMs?: number;
-  /** Deadline of one attempt (ms); a member that does not answer in time is tried again. @default min(timeoutMs, 1500) */
+  /**
+   * Deadline of one attempt (ms); a member that does not answer in time is tried again. A
+   * request forwarded to a leader that just died is never answered, so this bounds the pause
+   * of a leader change as much as the election does.
+   * @default timeoutMs / 4, between 250 and 1000
+   */
   attemptTimeoutMs?: number;
   /** etcd's `--max-request-bytes` (batches and single values are kept below it). @default 1572864 */
   maxRequestBytes?: number;
@@ -66,7 +71,8 @@ export class EtcdConnection {
       throw new StreamhealError('invalid_argument', 'etcd needs at least one endpoint');
     }
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    this.attemptTimeoutMs = options.attemptTimeoutMs ?? Math.min(this.timeoutMs, 1_500);
+    this.attemptTimeoutMs =
+      options.attemptTimeoutMs ?? Math.min(1_000, Math.max(250, this.timeoutMs / 4));
     this.maxRequestBytes = options.maxRequestBytes ?? 1_572_864;
     this.where = `etcd at ${options.endpoints.join(', ')}`;
     const clientOptions: IOptions = {
