@@ -4,7 +4,10 @@
  * - `put` checks every envelope here (the same checks as every bus) and serializes the batch at
  *   once. With the link open it waits for the server's answer. With the link down it keeps the
  *   events in a bounded spool (oldest dropped and counted in `dropped`) and resolves; the spool
- *   is sent in order as soon as the link is open again. A batch whose answer is lost with the
+ *   is sent in order as soon as the link is open again. Every put takes one lane (one pooled
+ *   connection at a time, see LinkClient) so the server runs them in order; when the lane's
+ *   connection is lost, its unanswered batches go back to the spool and the spool follows the
+ *   lane to the next connection. A batch whose answer is lost with the
  *   link goes back into the spool, so delivery is at least once: consumers dedupe on `id`.
  * - Subscriptions are made again on every new connection (events put while the link was down
  *   by other processes are not replayed: the bus is not a log). Each subscription calls its
@@ -47,7 +50,8 @@ export class RemoteBus implements EventBus {
   private droppedCount = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly unlisten: Array<() => void>;
+  /** The lane all bus puts take: one connection, so the server keeps their order. */
+  private readonly lane: number;
 
   constructor(
     private readonly client: LinkClient,
@@ -56,10 +60,15 @@ export class RemoteBus implements EventBus {
     this.spoolLimit = options.spoolLimit ?? 10_000;
     this.batchSize = options.batchSize ?? 500;
     this.logger = options.logger ?? pino({ level: 'silent' });
-    this.unlisten = [
-      client.onOpen(() => this.flush()),
-      client.onDown(() => this.requeueInflight()),
-    ];
+    this.lane = client.addStream({
+      // On a connection again (the first, or another after the lane's was lost): send the spool.
+      resubscribe: () => {
+        this.flush();
+        return Promise.resolve();
+      },
+      event: () => undefined,
+      lost: () => this.requeueInflight(),
+    });
   }
 
   /** Events dropped from a full spool since this bus was made. */
@@ -109,7 +118,7 @@ export class RemoteBus implements EventBus {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.retryTimer);
-    for (const unlisten of this.unlisten) unlisten();
+    this.client.removeStream(this.lane);
     for (const subscription of this.subscriptions) subscription.close();
     this.subscriptions.clear();
     if (this.spooled > 0) {
@@ -127,7 +136,7 @@ export class RemoteBus implements EventBus {
   /** Sends a batch; a batch that may not have arrived goes back to the spool. */
   private send(batch: Batch, fromPut: boolean): Promise<void> {
     this.inflight.set(batch.seq, batch);
-    return this.client.requestJson('busPut', `[[${batch.events.join(',')}]]`).then(
+    return this.client.requestJson('busPut', `[[${batch.events.join(',')}]]`, this.lane).then(
       () => {
         this.inflight.delete(batch.seq);
       },
@@ -180,7 +189,7 @@ export class RemoteBus implements EventBus {
     this.spooled = 0;
     for (const batch of spool) {
       // Large batches go out in parts, renumbered in order. The server runs one connection's
-      // bus puts in arrival order, so sending them all at once keeps the order.
+      // bus puts in arrival order and they all take the lane, so sending them at once keeps it.
       for (let start = 0; start < batch.events.length; start += this.batchSize) {
         const events =
           batch.events.length <= this.batchSize
@@ -224,7 +233,7 @@ class Subscription implements LinkStream {
 
   resubscribe(): Promise<void> {
     if (this.closed) return Promise.resolve();
-    return this.client.request('subscribe', [this.id, this.pattern]).then(() => undefined);
+    return this.client.request('subscribe', [this.id, this.pattern], this.id).then(() => undefined);
   }
 
   event(event: unknown): void {
@@ -240,8 +249,7 @@ class Subscription implements LinkStream {
     if (this.closed) return;
     this.closed = true;
     this.queue = [];
-    this.client.removeStream(this.id);
-    if (this.client.isOpen) this.client.request('unwatch', [this.id]).catch(() => undefined);
+    this.client.endStream(this.id);
   }
 
   private async drain(): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * The state store of the control process, reached over the control link (LinkClient).
  *
- * Watches outlive a reconnect of the link:
+ * Plain requests spread over the link's pooled connections; each watch stays on one connection
+ * and its own requests go there. Watches outlive a reconnect (or the loss of their connection):
  * - a channel watch subscribes again after the last position it delivered (or the position a
  *   `lost` event reported), so the server's replay closes the gap with no duplicate, or says
  *   `lost` when its history no longer reaches back;
@@ -146,8 +147,7 @@ abstract class Stream implements LinkStream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.client.removeStream(this.id);
-    if (this.client.isOpen) this.client.request('unwatch', [this.id]).catch(() => undefined);
+    this.client.endStream(this.id);
   }
 }
 
@@ -182,11 +182,11 @@ class ChannelStream extends Stream {
   protected async subscribe(first: boolean): Promise<void> {
     const after = first ? (this.after ?? null) : this.last;
     try {
-      const answer = await this.client.request<{ startedAfter: number }>('watchChannel', [
+      const answer = await this.client.request<{ startedAfter: number }>(
+        'watchChannel',
+        [this.id, this.channel, after],
         this.id,
-        this.channel,
-        after,
-      ]);
+      );
       if (first) {
         this.startedAfter = answer.startedAfter;
         this.last = Math.max(this.last, answer.startedAfter);
@@ -195,11 +195,11 @@ class ChannelStream extends Stream {
       if (first || errorCode(error) !== 'position_from_future') throw error;
       // The server's store no longer knows our position (it was replaced by an empty one):
       // say so explicitly and go on live from wherever it is now.
-      const answer = await this.client.request<{ startedAfter: number }>('watchChannel', [
+      const answer = await this.client.request<{ startedAfter: number }>(
+        'watchChannel',
+        [this.id, this.channel, null],
         this.id,
-        this.channel,
-        null,
-      ]);
+      );
       this.last = answer.startedAfter;
       if (!this.closed) this.listener({ type: 'lost', oldest: answer.startedAfter + 1 });
     }
@@ -231,10 +231,11 @@ class RecordStream extends Stream {
   protected async subscribe(first: boolean): Promise<void> {
     const subscription = ++this.subscription;
     this.buffer = [];
-    const { records } = await this.client.request<{ records: StoredRecord[] }>('watch', [
+    const { records } = await this.client.request<{ records: StoredRecord[] }>(
+      'watch',
+      [this.id, this.prefix],
       this.id,
-      this.prefix,
-    ]);
+    );
     if (subscription !== this.subscription || this.closed) return;
     const buffered = this.buffer;
     this.buffer = undefined;
