@@ -446,7 +446,7 @@ export class Gateway implements GatewayContext {
     if (!originAllowed(req.headers.origin, this.options.corsOrigins ?? []))
       return refuse(403, 'Forbidden');
     this.wss.handleUpgrade(req, socket, head, (ws) => {
-      const session = new WsSession(ws, this, `${socket.remoteAddress}:${socket.remotePort}`);
+      const session = new WsSession(ws, socket, this);
       this.sessions.add(session);
       this.heartbeatSweep?.add(session);
       this.detection.track(session, socket);

@@ -220,8 +220,8 @@ export class HeartbeatSweep {
   }
 
   /**
-   * One tick: a pass over one lane of sessions. Due pings go out (all sharing one 12-byte
-   * frame, since they carry the same timestamp), L1 timeouts are counted and resent, L2
+   * One tick: a pass over one lane of sessions. Due pings go out (all sharing one 14-byte
+   * WebSocket message, since they carry the same timestamp), L1 timeouts are counted and resent, L2
    * sessions are closed. Gauges sum the lanes' last passes.
    */
   private tick(): void {
@@ -230,7 +230,7 @@ export class HeartbeatSweep {
     this.nextLane = (index + 1) % this.lanes.length;
     const started = performance.now();
     const now = heartbeatClock();
-    let frame: Buffer | undefined;
+    let message: Buffer | undefined;
     let pings = 0;
     let timeouts = 0;
     let late = 0;
@@ -243,11 +243,15 @@ export class HeartbeatSweep {
       const row = session.heartbeatRow;
       const step = table.step(row, now);
       if (step === HeartbeatStep.ping || step === HeartbeatStep.resend) {
-        if (!frame) {
-          frame = Buffer.allocUnsafe(HEARTBEAT_FRAME_BYTES);
-          encodeHeartbeat(HeartbeatType.ping, now, frame);
+        if (!message) {
+          // The whole WebSocket message: FIN + binary opcode, unmasked (server to client),
+          // payload length 12, then the heartbeat frame.
+          message = Buffer.allocUnsafe(2 + HEARTBEAT_FRAME_BYTES);
+          message[0] = 0x82;
+          message[1] = HEARTBEAT_FRAME_BYTES;
+          encodeHeartbeat(HeartbeatType.ping, now, message, 2);
         }
-        session.sendHeartbeat(frame);
+        session.sendHeartbeat(message);
         pings++;
       }
       if (step === HeartbeatStep.resend || step === HeartbeatStep.miss) timeouts++;
