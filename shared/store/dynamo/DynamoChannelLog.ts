@@ -20,18 +20,22 @@
  * message young enough). Trimmed items are not deleted by the store; DynamoDB TTL (free) does it
  * later. A per-process hint remembers the oldest held message, so a steady read costs no walk.
  *
- * Watches poll: one poller per channel per process, shared by that channel's watchers, reads the
- * head every `pollIntervalMs` and the messages after the slowest watcher when there are any; a
- * local append wakes it at once. Cost and latency are in docs/dynamodb.md.
+ * Watches poll: one loop per process reads the heads of every watched channel every
+ * `pollIntervalMs` (BatchGetItem, 100 heads a call); a channel whose head is ahead of its
+ * slowest watcher in this process then reads its new messages (one Query) and delivers them to
+ * each of its watchers in order. A local append wakes its channel at once. Cost and latency are
+ * in docs/dynamodb.md.
  */
 import { randomUUID } from 'node:crypto';
 import {
+  BatchGetItemCommand,
   GetItemCommand,
   PutItemCommand,
   QueryCommand,
   ScanCommand,
   UpdateItemCommand,
   type AttributeValue,
+  type BatchGetItemCommandOutput,
   type GetItemCommandOutput,
   type QueryCommandOutput,
   type ScanCommandOutput,
@@ -101,6 +105,13 @@ const HOLE_CHECK_MS = 25;
 const WALK_FIRST_PAGE = 8;
 const WALK_MAX_PAGE = 1_000;
 const SUMMARY_CONCURRENCY = 8;
+/** BatchGetItem reads at most 100 items per call. */
+const BATCH_GET_MAX = 100;
+const HEAD_CONCURRENCY = 4;
+/** While DynamoDB fails, watch polls back off up to this (the first one after it is back delivers). */
+const POLL_BACKOFF_CAP_MS = 2_000;
+const BATCH_ATTEMPTS = 5;
+const UNPROCESSED_BACKOFF = { baseMs: 25, capMs: 500, jitter: 0, floorMs: 5 };
 
 export class DynamoChannelLog {
   private readonly caller: DynamoCaller;
@@ -112,6 +123,9 @@ export class DynamoChannelLog {
   /** When this process first saw each hole (`channel \0 position`). */
   private readonly holes = new Map<string, number>();
   private readonly pollers = new Map<string, ChannelPoller>();
+  private headTimer: NodeJS.Timeout | undefined;
+  private headLoopRunning = false;
+  private headFailures = 0;
   private closed = false;
 
   constructor(readonly options: ChannelLogOptions) {
@@ -321,6 +335,7 @@ export class DynamoChannelLog {
     if (poller === undefined) {
       poller = new ChannelPoller(this, channel);
       this.pollers.set(channel, poller);
+      this.startHeadLoop();
     }
     poller.add(watcher);
     const owner = poller;
@@ -334,8 +349,8 @@ export class DynamoChannelLog {
   }
 
   /** One poll for a channel's watchers; true when there is more to read right away. */
-  async poll(channel: string, watchers: Set<Watcher>): Promise<boolean> {
-    const head = await this.head(channel, this.options.consistentPolls);
+  async poll(channel: string, watchers: Set<Watcher>, known?: Head): Promise<boolean> {
+    const head = known ?? (await this.head(channel, this.options.consistentPolls));
     if (head === undefined) return false;
     const slowest = () => {
       let min = Infinity;
@@ -407,6 +422,103 @@ export class DynamoChannelLog {
     this.closed = true;
     for (const poller of this.pollers.values()) poller.stop();
     this.pollers.clear();
+    if (this.headTimer !== undefined) clearTimeout(this.headTimer);
+    this.headTimer = undefined;
+  }
+
+  // ---------------------------------------------------------------- head loop
+
+  private startHeadLoop(): void {
+    if (this.headTimer === undefined && !this.headLoopRunning && !this.closed) {
+      this.scheduleHeads(this.options.pollIntervalMs);
+    }
+  }
+
+  private scheduleHeads(delay: number): void {
+    this.headTimer = setTimeout(() => {
+      this.headTimer = undefined;
+      void this.pollHeads();
+    }, delay);
+    this.headTimer.unref();
+  }
+
+  /**
+   * One tick for every watched channel: their heads in BatchGetItem calls of 100, then a
+   * message read only for the channels that moved. While DynamoDB fails, ticks back off.
+   */
+  private async pollHeads(): Promise<void> {
+    if (this.pollers.size === 0 || this.closed) return;
+    this.headLoopRunning = true;
+    const interval = this.options.pollIntervalMs;
+    let delay = interval;
+    try {
+      const channels = [...this.pollers.keys()];
+      const heads = await this.batchHeads(channels);
+      for (const channel of channels) {
+        const head = heads.get(channel);
+        if (head !== undefined) this.pollers.get(channel)?.offer(head);
+      }
+      this.headFailures = 0;
+    } catch (error) {
+      this.headFailures++;
+      delay = fullJitterBackoff(this.headFailures - 1, {
+        baseMs: Math.max(interval, 50),
+        capMs: POLL_BACKOFF_CAP_MS,
+        jitter: 0,
+        floorMs: interval,
+      });
+      if (!this.closed) this.options.onPollError('heads', error);
+    } finally {
+      this.headLoopRunning = false;
+    }
+    if (this.pollers.size > 0 && !this.closed) this.scheduleHeads(delay);
+  }
+
+  private async batchHeads(channels: string[]): Promise<Map<string, Head>> {
+    const heads = new Map<string, Head>();
+    const table = this.options.tables.channels;
+    const chunks: string[][] = [];
+    for (let i = 0; i < channels.length; i += BATCH_GET_MAX) {
+      chunks.push(channels.slice(i, i + BATCH_GET_MAX));
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < chunks.length) {
+        let keys: Item[] = (chunks[next++] as string[]).map((channel) => ({
+          [A.channel]: { S: channel },
+        }));
+        for (let attempt = 0; keys.length > 0; attempt++) {
+          if (attempt >= BATCH_ATTEMPTS) {
+            throw new StoreUnavailableError('DynamoDB kept leaving channel heads unprocessed');
+          }
+          if (attempt > 0) await sleep(fullJitterBackoff(attempt - 1, UNPROCESSED_BACKOFF));
+          const out = await this.caller.send<BatchGetItemCommandOutput>(
+            new BatchGetItemCommand({
+              RequestItems: {
+                [table]: {
+                  Keys: keys,
+                  ConsistentRead: this.options.consistentPolls,
+                  ProjectionExpression: '#c, #latest, #floor',
+                  ExpressionAttributeNames: {
+                    '#c': A.channel,
+                    '#latest': A.latest,
+                    '#floor': A.floor,
+                  },
+                },
+              },
+            }),
+            'poll channel heads',
+          );
+          for (const item of out.Responses?.[table] ?? []) {
+            const channel = item[A.channel]?.S;
+            if (channel !== undefined) heads.set(channel, toHead(item));
+          }
+          keys = out.UnprocessedKeys?.[table]?.Keys ?? [];
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(HEAD_CONCURRENCY, chunks.length) }, worker));
+    return heads;
   }
 
   // ---------------------------------------------------------------- internals
@@ -442,10 +554,9 @@ export class DynamoChannelLog {
     );
     const hint = this.oldestHints.get(channel);
     if (hint !== undefined && hint.position > trimmed) {
-      if (hint.time >= cutoff) return hint.position;
+      if (hint.time >= cutoff) return Math.min(hint.position, head.latest + 1);
       trimmed = hint.position;
     }
-    let oldest = trimmed + 1;
     let limit = WALK_FIRST_PAGE;
     walk: while (trimmed < head.latest) {
       const out: QueryCommandOutput = await this.caller.send<QueryCommandOutput>(
@@ -478,9 +589,8 @@ export class DynamoChannelLog {
       if (out.LastEvaluatedKey === undefined) break;
       limit = Math.min(limit * 4, WALK_MAX_PAGE);
     }
-    oldest = trimmed + 1;
     this.noteTrimmed(channel, head, trimmed);
-    return Math.min(oldest, head.latest + 1);
+    return Math.min(trimmed + 1, head.latest + 1);
   }
 
   private noteTrimmed(channel: string, head: Head, trimmed: number): void {
@@ -649,14 +759,16 @@ export class DynamoChannelLog {
   }
 }
 
-/** The poll loop of one channel in this process. */
+/**
+ * The watchers of one channel in this process. The store's head loop offers it the channel's
+ * head on every tick; it reads messages only when the head is ahead of its slowest watcher, and
+ * right away when woken (a new watcher, a local append).
+ */
 class ChannelPoller {
   private readonly watchers = new Set<Watcher>();
-  private timer: NodeJS.Timeout | undefined;
   private running = false;
   private again = false;
   private stopped = false;
-  private failures = 0;
 
   constructor(
     private readonly log: DynamoChannelLog,
@@ -676,55 +788,43 @@ class ChannelPoller {
     }
   }
 
+  /** A head read by the head loop: poll with it if there is something to deliver. */
+  offer(head: Head): void {
+    let slowest = Infinity;
+    for (const watcher of this.watchers) slowest = Math.min(slowest, watcher.cursor);
+    if (head.latest > slowest) this.wake(head);
+  }
+
   /** Poll now (or right after the poll in flight). */
-  wake(): void {
+  wake(head?: Head): void {
     if (this.stopped) return;
     if (this.running) {
       this.again = true;
       return;
     }
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    void this.run();
+    void this.run(head);
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
   }
 
-  private async run(): Promise<void> {
+  private async run(head: Head | undefined): Promise<void> {
     this.running = true;
-    const interval = this.log.options.pollIntervalMs;
-    let delay = interval;
+    let more = false;
+    let failed = false;
     try {
-      const more = await this.log.poll(this.channel, this.watchers);
-      this.failures = 0;
-      if (more) delay = 0;
+      more = await this.log.poll(this.channel, this.watchers, head);
     } catch (error) {
-      // Watchers keep their positions; after the store is back they continue with no gap.
-      this.failures++;
-      delay = fullJitterBackoff(this.failures - 1, {
-        baseMs: Math.max(interval, 50),
-        capMs: 5_000,
-        jitter: 0,
-        floorMs: interval,
-      });
+      // Watchers keep their positions; the next tick of the head loop tries again.
+      failed = true;
       if (!this.stopped) this.log.options.onPollError(this.channel, error);
     } finally {
       this.running = false;
     }
-    if (this.stopped) return;
-    if (this.again) {
-      this.again = false;
-      if (this.failures === 0) delay = 0;
-    }
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      void this.run();
-    }, delay);
-    this.timer.unref();
+    const again = this.again;
+    this.again = false;
+    if (!this.stopped && !failed && (more || again)) void this.run(undefined);
   }
 }
 

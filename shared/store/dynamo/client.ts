@@ -74,8 +74,12 @@ type RetryStrategyV2 = Extract<
 type RetryToken = Awaited<ReturnType<RetryStrategyV2['acquireInitialRetryToken']>>;
 type RetryErrorInfo = Parameters<RetryStrategyV2['refreshRetryTokenForRetry']>[1];
 
-/** Retries that drain the budget when a call fails; a success refunds one. */
-const RETRY_BUDGET = 100;
+/**
+ * A retry budget shared by all calls (the SDK's standard figures): a retry costs 5, a retry
+ * after a timeout 10, a success refunds; once it is spent, failures are not retried, so an
+ * outage fails fast instead of multiplying the load.
+ */
+const RETRY_BUDGET = 500;
 const RETRY_COST = 5;
 const TIMEOUT_RETRY_COST = 10;
 
