@@ -6,6 +6,7 @@
  */
 import type { Socket } from 'node:net';
 import type { EventBus } from '../../shared/bus/EventBus.js';
+import { DECISION_TICK_MS } from '../../shared/health/decisionTree.js';
 import { HealthEvents } from '../../shared/health/events.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 import { FastPath } from './FastPath.js';
@@ -16,6 +17,7 @@ import { ProcessMonitor } from './health/ProcessMonitor.js';
 import type { GatewayMetrics } from './metrics.js';
 import { KernelSweeper, fdOf, kernelProbes, type KernelProbes } from './probes/kernelProbe.js';
 import type { HeartbeatSweep } from './HeartbeatSweep.js';
+import { SynRetransmitMonitor } from './probes/synRetransmits.js';
 import type { WsSession } from './WsSession.js';
 
 export interface DetectionOptions {
@@ -53,6 +55,8 @@ export class Detection {
   readonly reporter: HealthReporter;
   private readonly probes: KernelProbes;
   private readonly processMonitor: ProcessMonitor;
+  /** Read as often as the fast path scores connections (every 10th tick). */
+  private readonly synRetransmits = new SynRetransmitMonitor(10 * DECISION_TICK_MS);
   private readonly nodeHealth: NodeHealth;
   private readonly fastPath: FastPath;
   private sweeper?: KernelSweeper;
@@ -88,6 +92,7 @@ export class Detection {
       processLoad: () => this.processMonitor.latest,
       kernelFacts: (session) => this.kernelFacts(session),
       closesPerMinute: () => this.closesPerMinute(),
+      synRetransmitRate: () => this.synRetransmits.rate,
       highWaterBytes: context.highWaterBytes,
       reporter: this.reporter,
       metrics: context.metrics,
@@ -115,6 +120,7 @@ export class Detection {
       );
     }
     this.processMonitor.start();
+    this.synRetransmits.start();
     this.fastPath.start();
     const sweepMs = this.options.kernelSweepMs ?? 500;
     if (this.probes.available && sweepMs > 0) {
@@ -160,6 +166,7 @@ export class Detection {
     this.canary?.stop();
     this.sweeper?.close();
     this.fastPath.stop();
+    this.synRetransmits.stop();
     this.processMonitor.stop();
     await this.reporter.close();
   }

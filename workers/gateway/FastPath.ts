@@ -46,6 +46,8 @@ export interface FastPathOptions {
   kernelFacts?: (session: WsSession) => Omit<WriteFacts, 'queuedBytes'> | undefined;
   /** Abnormal closes (flash cuts, resets) per minute on this node: the score's FIN/RST input. */
   closesPerMinute: () => number;
+  /** SYN retransmits per opened connection on this host: the score's SYN input (0..1). */
+  synRetransmitRate: () => number;
   /** Application queue above which a connection counts as blocked. */
   highWaterBytes: number;
   reporter: HealthReporter;
@@ -96,6 +98,7 @@ export class FastPath {
     const { metrics, reporter } = this.options;
     const load = this.options.processLoad();
     const closesPerMinute = this.options.closesPerMinute();
+    const synRetransmitRate = this.options.synRetransmitRate();
     const actions: Record<FastPathActionName, number> = { break: 0, queue: 0, retry: 0, none: 0 };
     const blocked: Record<WriteBlockCause, number> = {
       none: 0,
@@ -148,7 +151,7 @@ export class FastPath {
         this.scores[scored++] = connectionHealthScore({
           rttStdDevMs: heartbeat?.rttStdDev(session) ?? 0,
           finRstPerMinute: closesPerMinute,
-          synRetransmitRate: 0,
+          synRetransmitRate,
         });
       }
     }
@@ -166,7 +169,7 @@ export class FastPath {
     }
     if (degraded > 0) reporter.report(HealthEvents.connectionsDegraded, { count: degraded });
     if (recovered > 0) reporter.report(HealthEvents.connectionsRecovered, { count: recovered });
-    if (scoring) this.exportScores(this.scores.subarray(0, scored), load);
+    if (scoring) this.exportScores(this.scores.subarray(0, scored), load, synRetransmitRate);
   }
 
   private apply(session: WsSession, action: FastPathActionName, now: number): void {
@@ -202,8 +205,9 @@ export class FastPath {
     }
   }
 
-  private exportScores(scores: Float64Array, load: ProcessSample): void {
+  private exportScores(scores: Float64Array, load: ProcessSample, synRetransmitRate: number): void {
     const { metrics } = this.options;
+    metrics.synRetransmitRate.set(synRetransmitRate);
     for (const quantile of [0, 0.1, 0.5]) {
       const value = percentile(scores, quantile);
       if (value !== undefined)

@@ -60,6 +60,11 @@ export function createGatewayMetrics(nodeId: string) {
       labelNames: ['cause'] as const,
       registers: [registry],
     }),
+    synRetransmitRate: new Gauge({
+      name: 'streamheal_syn_retransmit_rate',
+      help: "Retransmitted SYNs and SYN-ACKs per connection opened on this host over the last scoring interval (the seed's retrans_syn / syn_init; /proc/net counters)",
+      registers: [registry],
+    }),
     connectionHealthScore: new Gauge({
       name: 'connection_health_score',
       help: "Connection health score 0-100 (the seed's RTT stability, FIN/RST and SYN retransmit blend): min (quantile 0), 10th percentile and median over this node's connections",

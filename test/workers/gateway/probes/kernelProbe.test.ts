@@ -3,13 +3,14 @@
  * sweep, flash cuts of SIGKILLed client processes, and a path cut silently by an nftables drop
  * rule (needs `nft` and root: CI installs nftables; the test fails, never skips, without it).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
+import { dropInputTo, removeNftRules, requireNft } from '../../../support/nft.js';
 import {
   KernelSweeper,
   TCP_STATES,
@@ -31,12 +32,11 @@ const servers: Server[] = [];
 const sockets: Socket[] = [];
 const children: ChildProcess[] = [];
 const sweepers: KernelSweeper[] = [];
-const nftTables: string[] = [];
 const tempDirs: string[] = [];
 
 afterEach(async () => {
   for (const s of sweepers.splice(0)) s.close();
-  for (const table of nftTables.splice(0)) deleteNftTable(table);
+  removeNftRules();
   for (const child of children.splice(0)) {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
@@ -200,52 +200,6 @@ function track(options: ConstructorParameters<typeof KernelSweeper>[0]): {
   });
   sweepers.push(sweeper);
   return { sweeper, cuts, deltas, errors };
-}
-
-// ---------------------------------------------------------------------------------------------
-// nftables
-
-/** `nft` from PATH, else where Debian puts it (root's PATH may lack the sbin folders). */
-const NFT = ['/usr/sbin/nft', '/sbin/nft'].find((p) => existsSync(p)) ?? 'nft';
-
-function nft(args: string[]): string {
-  return execFileSync(NFT, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-function requireNft(): void {
-  try {
-    nft(['--version']);
-  } catch (error) {
-    throw new Error(
-      'the silent-cut test needs nftables (`nft`) and root: `apt-get install -y nftables` ' +
-        `(.ci/run installs it). ${error instanceof Error ? error.message : String(error)}`,
-      { cause: error },
-    );
-  }
-}
-
-function deleteNftTable(table: string): void {
-  try {
-    nft(['delete', 'table', 'inet', table]);
-  } catch {
-    /* not there */
-  }
-}
-
-/**
- * Drops every TCP packet to `port` as it arrives, in a table of its own. The input hook, not
- * output: a drop in output fails the sender's transmit locally, so TCP keeps the data as
- * not-sent (notsent_bytes grows, unacked and retransmits stay 0); a drop in input is what a cut
- * path looks like to the sender (sent, never acknowledged, retransmitted).
- */
-function dropTo(port: number): string {
-  const table = `shtest_probe_${process.pid}`;
-  deleteNftTable(table);
-  nftTables.push(table);
-  nft(['add', 'table', 'inet', table]);
-  nft(['add', 'chain', 'inet', table, 'in', '{ type filter hook input priority 0; }']);
-  nft(['add', 'rule', 'inet', table, 'in', 'tcp', 'dport', String(port), 'drop']);
-  return table;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,7 +496,7 @@ describe('kernel probes: a silently cut path (nftables)', () => {
     await until(() => sweeper.sample('cut'), 2_000, 'a first sample');
     expect(sweeper.sample('cut')).toMatchObject({ unacked: 0, totalRetrans: 0 });
 
-    dropTo(client.localPort!);
+    dropInputTo(client.localPort!);
     const serverError = new Promise<{ error: NodeJS.ErrnoException; t: number }>((resolve) =>
       server.once('error', (error) => resolve({ error, t: performance.now() })),
     );
