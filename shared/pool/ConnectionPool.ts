@@ -581,14 +581,16 @@ export class ConnectionPool<C> {
 /**
  * This process's CPU utilisation (CPU time of all its threads over wall time, 1 = one core
  * busy), sampled at most every `sampleMs` when read and smoothed by an EWMA with the seed's
- * α = 0.1, so only sustained load reads high (about 16 one-second samples of a full core to
- * pass 80 %). No timer: it samples when read.
+ * α = 0.1 from a start at 0, so only sustained load reads high (about 16 one-second samples of
+ * a full core to pass 80 %). No timer: it samples when read.
  */
 export function processCpuReading(
   options: { sampleMs?: number; alpha?: number } = {},
 ): () => number {
   const sampleMs = options.sampleMs ?? 1_000;
   const ewma = new Ewma(options.alpha ?? EWMA_ALPHA);
+  // Start from idle: one busy second right after start is not sustained load.
+  ewma.update(0);
   let lastUsage = process.cpuUsage();
   let lastAt = performance.now();
   return () => {
