@@ -126,8 +126,10 @@ export function pongFor(ping: Uint8Array): Uint8Array {
  * so RTTs and deadlines survive clock adjustments. Works in browsers and Node.
  */
 export function heartbeatClock(): number {
-  return Math.floor(performance.timeOrigin + performance.now());
+  return Math.floor((timeOrigin ??= performance.timeOrigin) + performance.now());
 }
+/** Read once: Node computes `performance.timeOrigin` anew (and allocates) on every access. */
+let timeOrigin: number | undefined;
 
 // Tiers (seed 3.1): L1 a ping without pong within `timeoutMs` -> count a miss and send another
 // at once; L2 `misses` consecutive L1 -> the peer is degraded and declared dead; L3 is TCP's

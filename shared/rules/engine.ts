@@ -149,12 +149,10 @@ class Compiler {
       case 'compare':
         return predicate(condition);
       case 'all': {
-        const parts = condition.of.map((c) => this.condition(c));
-        return (state, facts, now) => parts.every((part) => part(state, facts, now));
+        return allOf(condition.of.map((c) => this.condition(c)));
       }
       case 'any': {
-        const parts = condition.of.map((c) => this.condition(c));
-        return (state, facts, now) => parts.some((part) => part(state, facts, now));
+        return anyOf(condition.of.map((c) => this.condition(c)));
       }
       case 'not': {
         const inner = this.condition(condition.of);
@@ -235,12 +233,10 @@ function predicate(condition: Predicate): Evaluator {
       };
     }
     case 'all': {
-      const parts = condition.of.map(predicate);
-      return (state, facts, now) => parts.every((part) => part(state, facts, now));
+      return allOf(condition.of.map(predicate));
     }
     case 'any': {
-      const parts = condition.of.map(predicate);
-      return (state, facts, now) => parts.some((part) => part(state, facts, now));
+      return anyOf(condition.of.map(predicate));
     }
     case 'not': {
       const inner = predicate(condition.of);
@@ -270,4 +266,20 @@ export function factsRead(condition: Condition, into = new Set<string>()): Set<s
       break;
   }
   return into;
+}
+
+// Plain loops rather than every/some with an arrow: those allocate a closure per call, and the
+// gateway evaluates the decision tree for every connection on every tick.
+function allOf(parts: Evaluator[]): Evaluator {
+  return (state, facts, now) => {
+    for (let i = 0; i < parts.length; i++) if (!parts[i]!(state, facts, now)) return false;
+    return true;
+  };
+}
+
+function anyOf(parts: Evaluator[]): Evaluator {
+  return (state, facts, now) => {
+    for (let i = 0; i < parts.length; i++) if (parts[i]!(state, facts, now)) return true;
+    return false;
+  };
 }
