@@ -15,11 +15,9 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isAlive, killPids, waitUntilGone } from './processes.js';
 
-export const ETCD_BINARY = process.env.STREAMHEAL_ETCD_BIN ?? '/usr/bin/etcd';
-
-export function etcdAvailable(): boolean {
-  return existsSync(ETCD_BINARY);
-}
+/** Debian's etcd-server installs /usr/bin/etcd; STREAMHEAL_ETCD_BIN points elsewhere. */
+export const ETCD_BINARY =
+  process.env.STREAMHEAL_ETCD_BIN ?? (existsSync('/usr/bin/etcd') ? '/usr/bin/etcd' : 'etcd');
 
 export interface EtcdClusterOptions {
   /** 1 or 3 (any odd number works). */

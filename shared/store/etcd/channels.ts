@@ -503,6 +503,8 @@ export class ChannelLogs {
     ));
     const catchUp = follower.lastDelivered < snapshot.latest;
     if (catchUp) follower.hold();
+    // Messages the shared feed passed on before this follower joined must come from the log.
+    const passedOn = feed.lastPosition;
     feed.add(follower);
     const close = () => {
       follower.close();
@@ -520,6 +522,7 @@ export class ChannelLogs {
         throw error;
       }
     }
+    follower.reach(passedOn);
     return { startedAfter: after ?? snapshot.latest, close };
   }
 
@@ -574,6 +577,8 @@ export class ChannelLogs {
 /** One etcd watch on a channel's messages, fanned out to this process's listeners. */
 class ChannelFeed {
   private readonly followers = new Set<ChannelFollower>();
+  /** Highest position passed on to followers. */
+  lastPosition = 0;
   private watch: ResumableWatch | undefined;
   private closed = false;
 
@@ -619,6 +624,7 @@ class ChannelFeed {
       onEvents: (events) => {
         for (const event of events) {
           const message = decode(channel, event.kv);
+          this.lastPosition = Math.max(this.lastPosition, message.position);
           for (const follower of this.followers) follower.offer(message);
         }
       },
@@ -675,6 +681,12 @@ class ChannelFollower {
     } finally {
       this.release();
     }
+  }
+
+  /** Makes sure everything up to `position` gets delivered, fetching it from the log if needed. */
+  reach(position: number): void {
+    if (this.filling || this.closed || position <= this.lastDelivered) return;
+    void this.fillInBackground(position);
   }
 
   /** After a watch restart: fetch whatever was written since the last delivery. */

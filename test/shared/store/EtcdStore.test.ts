@@ -110,6 +110,39 @@ describe('EtcdStore on one member', () => {
       }
     });
 
+    it('gives watchers that share a channel feed everything, with no later append', async () => {
+      const bounds = { limits: { maxCount: 1_000, maxAgeMs: 60_000 } };
+      const prefix = freshPrefix();
+      const store = await open({ ...bounds, prefix });
+      const writer = await open({ ...bounds, prefix });
+      const all = Array.from({ length: 30 }, (_, i) => i + 1);
+      try {
+        for (let round = 0; round < 10; round++) {
+          const channel = `busy-${round}`;
+          const first: ChannelWatchEvent[] = [];
+          const second: ChannelWatchEvent[] = [];
+          const a = await store.watchChannel(channel, undefined, (event) => first.push(event));
+          let written = 0;
+          const burst = (async () => {
+            for (let i = 0; i < 30; i++) written = (await writer.append(channel, i)).position;
+          })();
+          // The second watcher joins the feed while messages are flowing through it.
+          while (written < 5 + round) await new Promise((resolve) => setTimeout(resolve, 1));
+          const b = await store.watchChannel(channel, 0, (event) => second.push(event));
+          await burst;
+          await eventually(() => positions(first).length === 30, 5_000, `first, round ${round}`);
+          await eventually(() => positions(second).length === 30, 5_000, `second, round ${round}`);
+          expect(positions(first)).toEqual(all);
+          expect(positions(second)).toEqual(all);
+          a.close();
+          b.close();
+        }
+      } finally {
+        await store.close();
+        await writer.close();
+      }
+    }, 60_000);
+
     it('compacts old revisions, and watches still start', async () => {
       const store = await open({ compactionRetentionMs: 200 });
       const raw = new Etcd3({ hosts: single.endpoints });
