@@ -38,8 +38,11 @@ import { prefixEnd, trailingNumber, type KeyLayout } from './keys.js';
 import { RotatingLease, type Leases } from './leases.js';
 import { ResumableWatch } from './watch.js';
 
-/** Messages looked at from the front of a log to find the oldest one young enough to keep. */
-const FRONT_SCAN = 32;
+/**
+ * Messages read from the front of a log to find the oldest one young enough to keep; more are
+ * read only when all of these are too old (rare: appenders and readers trim them).
+ */
+const FRONT_SCAN = 8;
 /** Messages per append transaction: etcd allows 128 operations (--max-txn-ops) per transaction. */
 const MAX_BATCH = 100;
 const REPLAY_PAGE = 500;
@@ -384,7 +387,7 @@ export class ChannelLogs {
         agedThrough = positionOf(kv);
       }
       if (!more || kvs.length === 0) break;
-      ({ kvs, more } = await this.range(channel, agedThrough + 1, FRONT_SCAN * 4));
+      ({ kvs, more } = await this.range(channel, agedThrough + 1, FRONT_SCAN * 16));
     }
     this.trimAged(channel, agedThrough);
     return latest + 1;
@@ -653,6 +656,8 @@ class ChannelFeed {
 class ChannelFollower {
   private buffer: ChannelMessage[] = [];
   private filling = false;
+  /** A watch restart happened during a fill: look at the log again once it is done. */
+  private resyncPending = false;
   private closed = false;
 
   constructor(
@@ -691,8 +696,9 @@ class ChannelFollower {
 
   /** After a watch restart: fetch whatever was written since the last delivery. */
   resync(): void {
-    if (this.filling || this.closed) return;
-    void this.fillInBackground(Number.MAX_SAFE_INTEGER);
+    if (this.closed) return;
+    if (this.filling) this.resyncPending = true;
+    else void this.fillInBackground(Number.MAX_SAFE_INTEGER);
   }
 
   close(): void {
@@ -774,6 +780,10 @@ class ChannelFollower {
         return;
       }
       this.accept(buffered[i]!);
+    }
+    if (this.resyncPending && !this.filling) {
+      this.resyncPending = false;
+      this.resync();
     }
   }
 
