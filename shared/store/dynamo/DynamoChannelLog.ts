@@ -105,6 +105,8 @@ const HOLE_CHECK_MS = 25;
 const WALK_FIRST_PAGE = 8;
 const WALK_MAX_PAGE = 1_000;
 const SUMMARY_CONCURRENCY = 8;
+/** The per-channel caches start over past this many channels (they only save reads). */
+const MAX_CACHED_CHANNELS = 10_000;
 /** BatchGetItem reads at most 100 items per call. */
 const BATCH_GET_MAX = 100;
 const HEAD_CONCURRENCY = 4;
@@ -204,7 +206,11 @@ export class DynamoChannelLog {
     return message;
   }
 
-  /** ADD 1 on the head. The append id makes an SDK retry of an applied increment harmless. */
+  /**
+   * ADD 1 on the head. The append id makes an SDK retry of an applied increment harmless, unless
+   * another append got in between: then the retry takes a second position and the first one
+   * becomes a hole that readers give up (docs/dynamodb.md, "Appends, positions and holes").
+   */
   private async nextPosition(channel: string, appendId: string): Promise<number> {
     try {
       const out = await this.caller.send<UpdateItemCommandOutput>(
@@ -583,7 +589,10 @@ export class DynamoChannelLog {
           trimmed = position;
           continue;
         }
-        if (position === trimmed + 1) this.oldestHints.set(channel, { position, time });
+        if (position === trimmed + 1) {
+          if (this.oldestHints.size >= MAX_CACHED_CHANNELS) this.oldestHints.clear();
+          this.oldestHints.set(channel, { position, time });
+        }
         break walk;
       }
       if (out.LastEvaluatedKey === undefined) break;
@@ -595,6 +604,7 @@ export class DynamoChannelLog {
 
   private noteTrimmed(channel: string, head: Head, trimmed: number): void {
     if (trimmed > (this.trimmedThrough.get(channel) ?? 0)) {
+      if (this.trimmedThrough.size >= MAX_CACHED_CHANNELS) this.trimmedThrough.clear();
       this.trimmedThrough.set(channel, trimmed);
     }
     const derivable = Math.max(head.floor, head.latest - this.limits.maxCount);
@@ -807,6 +817,7 @@ class ChannelPoller {
 
   stop(): void {
     this.stopped = true;
+    for (const watcher of this.watchers) watcher.closed = true;
   }
 
   private async run(head: Head | undefined): Promise<void> {

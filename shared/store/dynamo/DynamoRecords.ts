@@ -751,7 +751,7 @@ class RecordPoller {
           this.schedule(
             fullJitterBackoff(this.failures - 1, {
               baseMs: interval,
-              capMs: 5_000,
+              capMs: 2_000,
               jitter: 0,
               floorMs: interval,
             }),
