@@ -87,8 +87,12 @@ export interface ClientMessage {
   time: number;
 }
 
-/** Server error codes plus the client's own: `gap`, `fatal_close`, `bad_server_frame`. */
-export type ClientErrorCode = ErrorCode | 'gap' | 'fatal_close' | 'bad_server_frame';
+/**
+ * Server error codes plus the client's own: `gap`, `fatal_close`, `bad_server_frame`, and
+ * `move_failed` (a planned move was abandoned; the session stays where it was).
+ */
+export type ClientErrorCode =
+  ErrorCode | 'gap' | 'fatal_close' | 'bad_server_frame' | 'move_failed';
 
 export interface ClientErrorEvent {
   code: ClientErrorCode;
@@ -119,6 +123,11 @@ export interface StreamhealClientEvents {
   reconnecting: { url: string; attempt: number; delayMs: number };
   /** The session and its channels were resumed after a reconnect. */
   resumed: { url: string; session: string; channels: Record<string, number> };
+  /**
+   * A planned move completed (docs/protocol.md "Moves"): the session resumed on `to` and the
+   * connection to `from` was closed after it; nothing was missed or repeated in between.
+   */
+  moved: { from: string; to: string; node: string };
   message: ClientMessage;
   /** History no longer reached the position held; delivery continues from `oldest`. */
   'history-lost': { channel: string; oldest: number; latest: number };
@@ -130,6 +139,13 @@ export interface ClientStats {
   messages: number;
   /** Messages dropped because their position was not beyond the one held. */
   duplicates: number;
+  /**
+   * Messages the new connection of a planned move repeated while the old one was still
+   * delivering (expected, dropped, not counted as duplicates).
+   */
+  moveOverlap: number;
+  /** Planned moves completed. */
+  moves: number;
   /** Messages that skipped positions (never expected; each also emits an `error`). */
   gaps: number;
   historyLost: number;
@@ -185,6 +201,19 @@ type Request =
   | { kind: 'unsubscribe'; channel: string; resolve: () => void }
   | { kind: 'resume' };
 
+/** A planned move in progress: the connection to the target, not yet resumed there. */
+interface Move {
+  readonly ws: WebSocketLike;
+  readonly url: string;
+  readonly node: string;
+  readonly token: string;
+  readonly timer: Timer;
+  /** Id of the `resume` sent on it, once welcomed. */
+  resumeId?: number;
+  /** Frames that arrived before `resumed`, replayed on the switch. */
+  readonly early: string[];
+}
+
 const OPEN = 1;
 const CLOSED = 3;
 const noop = (): void => undefined;
@@ -218,6 +247,8 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private readonly counters: ClientStats = {
     messages: 0,
     duplicates: 0,
+    moveOverlap: 0,
+    moves: 0,
     gaps: 0,
     historyLost: 0,
     reconnects: 0,
@@ -228,6 +259,12 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   };
 
   private ws?: WebSocketLike;
+  private move?: Move;
+  /**
+   * After a move, per channel, the position held at the switch: the new connection may repeat
+   * up to it (the old one delivered meanwhile), which is not a duplicate.
+   */
+  private moveOverlap = new Map<string, number>();
   private urlIndex = 0;
   private started = false;
   private closed = false;
@@ -477,6 +514,7 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
   private lost(code: number, reason: string): void {
     const ws = this.ws;
     if (!ws) return;
+    this.abandonMove('the connection being moved was lost first');
     const opened = this.opened;
     this.ws = undefined;
     this.discard(ws);
@@ -654,6 +692,7 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
 
   private shutdown(reason: Error): Promise<void> {
     this.closed = true;
+    this.abandonMove('the client is closing');
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     const ws = this.ws;
@@ -715,9 +754,133 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
         return this.onMessage(frame);
       case 'error':
         return this.onError(frame);
+      case 'redirect':
+        return this.onRedirect(frame);
       default:
         return; // frames of later protocol versions
     }
+  }
+
+  // Planned moves (make-before-break)
+
+  /** The gateway asks us to move: connect to the target now, switch once resumed there. */
+  private onRedirect(frame: Record<string, unknown>): void {
+    if (this.move || !this.ready || this.closed) return; // one move at a time, once settled
+    const url = String(frame.url);
+    const ttlMs = typeof frame.ttlMs === 'number' && frame.ttlMs > 0 ? frame.ttlMs : 30_000;
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WebSocketImpl(websocketEndpoint(url));
+    } catch (error) {
+      this.emit('error', { code: 'move_failed', message: `cannot open ${url}: ${String(error)}` });
+      return;
+    }
+    try {
+      ws.binaryType = 'arraybuffer';
+    } catch {
+      // as in open()
+    }
+    const move: Move = {
+      ws,
+      url,
+      node: String(frame.node),
+      token: String(frame.token),
+      timer: setTimeout(() => this.abandonMove(`not resumed within ${ttlMs} ms`), ttlMs),
+      early: [],
+    };
+    this.move = move;
+    ws.onmessage = (event) => {
+      if (this.move === move) this.onMoveFrame(move, event.data);
+    };
+    ws.onerror = noop;
+    ws.onclose = (event) => {
+      if (this.move === move)
+        this.abandonMove(`the target closed the connection (${event.code} ${event.reason})`);
+    };
+  }
+
+  private onMoveFrame(move: Move, data: unknown): void {
+    if (typeof data !== 'string') {
+      // The target pings from the upgrade on; answer so it keeps the connection.
+      const bytes = heartbeatBytes(data);
+      if (bytes && heartbeatType(bytes) === HeartbeatType.ping) move.ws.send(pongFor(bytes));
+      return;
+    }
+    let frame: Record<string, unknown>;
+    try {
+      frame = JSON.parse(data) as Record<string, unknown>;
+    } catch {
+      return this.abandonMove('unreadable frame from the target');
+    }
+    if (frame.type === 'welcome' && move.resumeId === undefined) {
+      move.resumeId = this.nextId++;
+      const channels: Record<string, number> = {};
+      for (const state of this.channelStates.values())
+        if (state.position !== undefined) channels[state.name] = state.position;
+      move.ws.send(
+        JSON.stringify({ type: 'resume', id: move.resumeId, token: move.token, channels }),
+      );
+    } else if (frame.id === move.resumeId && frame.type === 'error') {
+      this.abandonMove(
+        `the target refused the move: ${String(frame.code)} ${String(frame.message)}`,
+      );
+    } else if (frame.id === move.resumeId && frame.type === 'resumed') {
+      this.completeMove(move, data);
+    } else if (move.resumeId !== undefined) {
+      move.early.push(data);
+    }
+  }
+
+  /** Resumed on the target: it becomes the connection, then the old one closes. */
+  private completeMove(move: Move, resumed: string): void {
+    clearTimeout(move.timer);
+    this.move = undefined;
+    const old = this.ws!;
+    const from = this.bases[this.urlIndex]!;
+    this.resetConnection();
+    let index = this.bases.indexOf(move.url);
+    if (index < 0) {
+      index = this.bases.push(move.url) - 1;
+      this.endpoints.push(websocketEndpoint(move.url));
+    }
+    this.urlIndex = index;
+    this.ws = move.ws;
+    this.opened = true;
+    this.welcomed = true;
+    this.serverNode = move.node;
+    move.ws.onmessage = (event) => {
+      if (move.ws === this.ws) this.onFrame(event.data);
+    };
+    move.ws.onclose = (event) => {
+      if (move.ws === this.ws) this.lost(event.code, event.reason);
+    };
+    this.startHeartbeat();
+    this.moveOverlap.clear();
+    const id = move.resumeId!;
+    for (const state of this.channelStates.values()) {
+      if (state.position === undefined) continue;
+      this.moveOverlap.set(state.name, state.position);
+      state.inflight = id;
+    }
+    this.resumeId = id;
+    this.requests.set(id, { kind: 'resume' });
+    for (const frame of move.early) this.onFrame(frame);
+    this.onFrame(resumed);
+    this.discard(old);
+    this.counters.moves++;
+    this.emit('moved', { from, to: move.url, node: move.node });
+  }
+
+  private abandonMove(reason: string): void {
+    const move = this.move;
+    if (!move) return;
+    this.move = undefined;
+    clearTimeout(move.timer);
+    this.discard(move.ws);
+    this.emit('error', {
+      code: 'move_failed',
+      message: `move to ${move.url} abandoned: ${reason}`,
+    });
   }
 
   private onWelcome(frame: Record<string, unknown>): void {
@@ -826,9 +989,12 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     const position = frame.position;
     if (!state || state.position === undefined || typeof position !== 'number') return;
     if (position <= state.position) {
-      this.counters.duplicates++;
+      const overlap = this.moveOverlap.get(state.name);
+      if (overlap !== undefined && position <= overlap) this.counters.moveOverlap++;
+      else this.counters.duplicates++;
       return;
     }
+    this.moveOverlap.delete(state.name);
     if (position > state.position + 1) {
       this.counters.gaps++;
       this.emit('error', {

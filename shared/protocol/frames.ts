@@ -68,6 +68,13 @@ export type ServerFrame =
       channels: Record<string, number>;
     }
   | { type: 'message'; channel: string; position: number; data: unknown; time: number }
+  /**
+   * A planned move (make-before-break): open `url`, send `resume` there with `token` and the
+   * positions held, and close this connection once `resumed` arrives. Until then this
+   * connection keeps delivering; a move not completed within `ttlMs` is abandoned and the
+   * session stays here.
+   */
+  | { type: 'redirect'; url: string; node: string; token: string; ttlMs: number }
   | ({ type: 'error'; id?: RequestId } & ErrorBody);
 
 export const ErrorCodes = {
@@ -83,6 +90,10 @@ export const ErrorCodes = {
   /** Resume token forged, garbled or signed by an unknown key: a new session was started. */
   invalidToken: 'invalid_token',
   tokenExpired: 'token_expired',
+  /** A redirect token was used already (single use). */
+  tokenReplayed: 'token_replayed',
+  /** A redirect token names another gateway as its target. */
+  tokenWrongTarget: 'token_wrong_target',
   /** The state store is unreachable: retry the request later. */
   storeUnavailable: 'store_unavailable',
   notSubscribed: 'not_subscribed',

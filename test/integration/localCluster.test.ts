@@ -80,6 +80,31 @@ describe('local cluster (real processes)', () => {
     );
   }, 30_000);
 
+  it('drains a gateway on SIGTERM: its sessions move make-before-break, every position once', async () => {
+    const [g1, ...others] = cluster.gatewayUrls as [string, ...string[]];
+    // The client knows only g1: the others it learns from the redirect.
+    const { c, received } = await client([g1], 'drain');
+    const events: string[] = [];
+    c.on('moved', (e) => events.push(`moved ${e.to}`));
+    c.on('disconnected', (e) => events.push(`disconnected ${e.code}`));
+    const publisher = cluster.keepPublishing(others, 'drain');
+    await eventually(() => received.length >= 50, 5_000, 'messages before the drain');
+    process.kill(await cluster.gatewayPid(g1), 'SIGTERM');
+    await eventually(() => c.url !== g1 && c.isConnected, 10_000, 'moved elsewhere');
+    await sleep(300);
+    const published = await publisher.stop();
+    await eventually(() => received.length === published, 5_000, `all ${published} messages`);
+    expect(received).toEqual(range(1, published));
+    expect(events).toEqual([`moved ${c.url}`]);
+    expect(others).toContain(c.url);
+    expect(c.stats).toMatchObject({ duplicates: 0, gaps: 0, moves: 1, reconnects: 0 });
+    await eventually(
+      async () => (await fetch(`${g1}/readyz`).catch(() => undefined))?.status === 200,
+      15_000,
+      'gateway restarted',
+    );
+  }, 40_000);
+
   it('lets a plain SSE client resume with Last-Event-ID on another gateway after a SIGKILL', async () => {
     const [g1, g2, g3] = cluster.gatewayUrls as [string, string, string];
     await eventually(

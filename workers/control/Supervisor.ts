@@ -111,7 +111,7 @@ export class Supervisor {
   private stopping = false;
   private started = false;
   private readonly killOnExit = () => {
-    for (const child of this.children.values()) child.process?.kill('SIGTERM');
+    for (const child of this.children.values()) child.process?.kill('SIGINT');
   };
 
   constructor(private readonly options: SupervisorOptions) {
@@ -145,7 +145,11 @@ export class Supervisor {
     await Promise.all([...this.children.values()].map((child) => this.waitChild(child, timeoutMs)));
   }
 
-  /** SIGTERM to every child, SIGKILL to those still running after `stopTimeoutMs`. */
+  /**
+   * SIGINT to every child, SIGKILL to those still running after `stopTimeoutMs`. SIGINT, not
+   * SIGTERM: a gateway drains on SIGTERM (moves its sessions to the others), which is pointless
+   * when the whole cluster stops; on SIGINT it closes at once.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     for (const waiter of this.readyWaiters) waiter();
@@ -159,11 +163,11 @@ export class Supervisor {
           return;
         }
         child.state = 'stopping';
-        proc.kill('SIGTERM');
+        proc.kill('SIGINT');
         const timer = setTimeout(() => {
           this.options.logger.warn(
             { child: child.spec.name, childPid: proc.pid },
-            `${child.spec.name} (pid ${proc.pid}) still running ${timeoutMs} ms after SIGTERM; sending SIGKILL`,
+            `${child.spec.name} (pid ${proc.pid}) still running ${timeoutMs} ms after SIGINT; sending SIGKILL`,
           );
           proc.kill('SIGKILL');
         }, timeoutMs);

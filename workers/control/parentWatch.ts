@@ -1,6 +1,6 @@
 /**
  * Preloaded into every supervised child (`node --import <this module> script.js`): when the
- * supervising process goes away, even by SIGKILL, the child stops itself (SIGTERM to itself, so
+ * supervising process goes away, even by SIGKILL, the child stops itself (SIGINT to itself, so
  * its own clean shutdown runs) instead of living on as an orphan that holds its port.
  *
  * Two signals of a lost parent: the IPC channel the supervisor opens closes (immediate), and,
@@ -28,7 +28,7 @@ function parentGone(reason: string): void {
   process.stderr.write(`supervisor (pid ${parent}) gone: ${reason}; stopping\n`);
   const watchdog = `setTimeout(() => process.kill(process.pid, 'SIGKILL'), ${FORCED_EXIT_AFTER_MS})`;
   new Worker(watchdog, { eval: true }).unref();
-  process.kill(process.pid, 'SIGTERM');
+  process.kill(process.pid, 'SIGINT'); // stop at once: the cluster it belonged to is gone
 }
 
 if (process.channel) {

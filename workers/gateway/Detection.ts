@@ -162,6 +162,14 @@ export class Detection {
     }
   }
 
+  /**
+   * The delivery canary's own session is not one to move: a draining gateway stops probing
+   * itself (it is not ready anyway) instead of waiting for its canary to leave.
+   */
+  stopCanary(): void {
+    this.canary?.stop();
+  }
+
   async stop(): Promise<void> {
     this.canary?.stop();
     this.sweeper?.close();

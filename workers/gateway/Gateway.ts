@@ -1,6 +1,8 @@
 /**
  * The gateway: one HTTP port serving WebSocket (/v1/ws), SSE (/v1/sse), publish, health and
  * metrics. It registers itself in the store under a lease so the cluster knows it is alive.
+ * Optionally a gRPC control service (Reload, Drain, Migrate, Status) on a second port. Its
+ * life: Active -> Draining (no new connections; sessions move elsewhere) -> Closed (seed 4.3).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -14,7 +16,16 @@ import { ErrorCodes, type Limits } from '../../shared/protocol/frames.js';
 import type { StateStore } from '../../shared/store/StateStore.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 import { injectContext, tracer } from '../../shared/telemetry/tracing.js';
+import { decodeJwt } from 'jose';
+import type { DrainReply, RouteTable, StatusReply } from '../../shared/protocol/gatewayControl.js';
+import { REDIRECT_PURPOSE, verifyRedirectToken } from '../../shared/redirectTokens.js';
 import { signToken, verifyToken, type KeyRing } from '../../shared/tokens.js';
+import {
+  startControlServer,
+  type ControlServer,
+  type ControlTarget,
+} from './control/ControlServer.js';
+import { SessionMover } from './control/SessionMover.js';
 import { HealthEvents } from '../../shared/health/events.js';
 import { ChannelHub } from './ChannelHub.js';
 import { Detection, type DetectionOptions } from './Detection.js';
@@ -83,6 +94,13 @@ export interface GatewayOptions {
   tcpKeepAliveMs?: number;
   /** Kernel probes, fast path, canary and health events. */
   detection?: DetectionOptions;
+  /**
+   * Port of the gRPC control service (Reload, Drain, Migrate, Status), on `host`; 0 picks a
+   * free one. @default no control service
+   */
+  controlPort?: number;
+  /** Time a drain gives sessions to move before the rest are closed, ms. @default 20000 */
+  drainMs?: number;
   logger: Logger;
 }
 
@@ -92,9 +110,15 @@ export const DEFAULT_LIMITS: Limits = {
   requestsPerSecond: 50,
 };
 const RESUME = 'resume';
+export type GatewayState = 'active' | 'draining' | 'closed';
+
 export interface NodeRecord {
   id: string;
   url: string;
+  /** Only 'active' gateways take moved sessions. Absent in records of older gateways. */
+  state?: GatewayState;
+  /** `host:port` of the gRPC control service, when it runs. */
+  control?: string;
   pid: number;
   startedAt: string;
   connections: { ws: number; sse: number };
@@ -102,7 +126,7 @@ export interface NodeRecord {
   channels: number;
 }
 
-export class Gateway implements GatewayContext {
+export class Gateway implements GatewayContext, ControlTarget {
   readonly nodeId: string;
   readonly limits: Limits;
   readonly maxBufferedBytes: number;
@@ -120,7 +144,10 @@ export class Gateway implements GatewayContext {
   private registration?: NodeJS.Timeout;
   private lease?: string;
   private lastRegisteredAt = 0;
-  private closing = false;
+  private state: GatewayState = 'active';
+  private readonly mover: SessionMover;
+  private controlServer?: ControlServer;
+  private draining?: Promise<DrainReply>;
   private requestsInFlight = 0;
 
   constructor(private readonly options: GatewayOptions) {
@@ -129,6 +156,14 @@ export class Gateway implements GatewayContext {
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.maxBufferedBytes = options.maxBufferedBytes ?? 1024 * 1024;
     this.metrics = createGatewayMetrics(options.nodeId);
+    this.mover = new SessionMover({
+      nodeId: options.nodeId,
+      keyRing: options.keyRing,
+      store: options.store,
+      sessions: () => this.sessions,
+      metrics: this.metrics,
+      logger: options.logger,
+    });
     if (options.heartbeat) {
       this.heartbeatSweep = new HeartbeatSweep({
         nodeId: options.nodeId,
@@ -172,12 +207,17 @@ export class Gateway implements GatewayContext {
   url = '';
 
   get ready(): boolean {
-    return !this.closing && this.registered && this.detection.checks().ready;
+    return this.state === 'active' && this.registered && this.detection.checks().ready;
   }
 
   /** The node record was written recently: the store answers. */
   private get registered(): boolean {
     return Date.now() - this.lastRegisteredAt < 3 * this.registrationMs;
+  }
+
+  /** `host:port` of the gRPC control service; undefined when it does not run. */
+  get controlAddress(): string | undefined {
+    return this.controlServer?.address;
   }
 
   get heartbeat(): Readonly<GatewayHeartbeatOptions> | undefined {
@@ -198,6 +238,15 @@ export class Gateway implements GatewayContext {
         resolve();
       });
     });
+    if (this.options.controlPort !== undefined) {
+      this.controlServer = await startControlServer({
+        host: this.options.host ?? '127.0.0.1',
+        port: this.options.controlPort,
+        keyRing: this.options.keyRing,
+        target: this,
+        logger: this.logger,
+      });
+    }
     await this.register();
     this.registration = setInterval(() => void this.register(), this.registrationMs).unref();
     this.heartbeatSweep?.start();
@@ -208,8 +257,9 @@ export class Gateway implements GatewayContext {
 
   /** Stops accepting, tells every client to reconnect elsewhere, and leaves the cluster. */
   async close(): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    await this.controlServer?.close();
     clearInterval(this.registration);
     this.heartbeatSweep?.stop();
     const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -240,8 +290,70 @@ export class Gateway implements GatewayContext {
     );
   }
 
-  verifyResumeToken(token: string): Promise<Record<string, unknown>> {
-    return verifyToken(this.options.keyRing, RESUME, token);
+  async verifySessionToken(token: string): Promise<string> {
+    let purpose: unknown;
+    try {
+      purpose = decodeJwt(token).pur;
+    } catch {
+      purpose = undefined; // not even a JWT: the resume check below says so
+    }
+    if (purpose === REDIRECT_PURPOSE) {
+      const claims = await verifyRedirectToken(this.options.keyRing, token, {
+        expectedTarget: this.nodeId,
+        store: this.options.store,
+      });
+      return claims.sessionId;
+    }
+    return String((await verifyToken(this.options.keyRing, RESUME, token)).sub);
+  }
+
+  // ControlTarget (the gRPC control service)
+
+  reload(table: RouteTable): number {
+    return this.mover.reload(table);
+  }
+
+  /**
+   * Active -> Draining: new connections are refused and /readyz fails, the node record says
+   * so (no gateway moves sessions here any more), and every session moves to another active
+   * gateway within `deadlineMs`. Resolves with how many moved and how many are left, which
+   * `close()` then closes. Idempotent: a second call shares the first drain.
+   */
+  drain(deadlineMs = 0): Promise<DrainReply> {
+    if (this.state === 'active') {
+      this.state = 'draining';
+      this.detection.stopCanary();
+      this.logger.info({ sessions: this.sessions.size }, 'draining');
+    }
+    this.draining ??= this.register().then(async () => {
+      const { moved, left } = await this.mover.drain(
+        deadlineMs || (this.options.drainMs ?? 20_000),
+      );
+      this.logger.info({ moved, left }, 'drained');
+      return { moved, closed: left };
+    });
+    return this.draining;
+  }
+
+  migrate(...args: Parameters<SessionMover['migrate']>): Promise<void> {
+    return this.mover.migrate(...args);
+  }
+
+  status(sessionLimit: number): StatusReply {
+    const sessions: string[] = [];
+    for (const session of this.sessions) {
+      if (sessions.length >= sessionLimit) break;
+      sessions.push(session.id);
+    }
+    return {
+      node: this.nodeId,
+      url: this.url,
+      state: this.state,
+      websocketConnections: this.sessions.size,
+      sseConnections: this.streams.size,
+      sessions,
+      routeTableVersion: this.mover.routeTable.version,
+    };
   }
 
   clientClosed(client: WsSession | SseStream, abnormal = false): void {
@@ -271,6 +383,8 @@ export class Gateway implements GatewayContext {
     return {
       id: this.nodeId,
       url: this.url,
+      state: this.state,
+      ...(this.controlServer ? { control: this.controlServer.address } : {}),
       pid: process.pid,
       startedAt: this.startedAt,
       connections: { ws: this.sessions.size, sse: this.streams.size },
@@ -321,7 +435,7 @@ export class Gateway implements GatewayContext {
           return sendJson(res, 200, { status: 'ok', node: this.nodeId });
         case 'GET /readyz': {
           const { kernelProbes, canary } = this.detection.checks();
-          const checks = { store: this.registered ? 'ok' : 'unavailable', closing: this.closing };
+          const checks = { store: this.registered ? 'ok' : 'unavailable', state: this.state };
           return sendJson(res, this.ready ? 200 : 503, {
             ready: this.ready,
             node: this.nodeId,
@@ -421,7 +535,7 @@ export class Gateway implements GatewayContext {
     url: URL,
     cors: Record<string, string>,
   ): Promise<void> {
-    if (this.closing)
+    if (this.state !== 'active')
       throw new HttpError(503, 'shutting_down', 'gateway is shutting down', { 'retry-after': '0' });
     const lastEventId = req.headers['last-event-id'];
     const channels = parseSseRequest(
@@ -441,7 +555,7 @@ export class Gateway implements GatewayContext {
     };
     if (new URL(req.url ?? '/', 'http://gateway').pathname !== '/v1/ws')
       return refuse(404, 'Not Found');
-    if (this.closing) return refuse(503, 'Service Unavailable');
+    if (this.state !== 'active') return refuse(503, 'Service Unavailable');
     // Browsers always send Origin; refusing unknown ones stops cross-site WebSocket hijacking.
     if (!originAllowed(req.headers.origin, this.options.corsOrigins ?? []))
       return refuse(403, 'Forbidden');

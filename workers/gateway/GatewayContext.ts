@@ -17,8 +17,11 @@ export interface GatewayContext {
   /** The gateway's pings to its WebSocket clients; undefined: no application heartbeat. */
   readonly heartbeatSweep?: HeartbeatSweep;
   resumeToken(session: string): Promise<string>;
-  /** Returns the token's claims (`sub` is the session id); throws TokenError. */
-  verifyResumeToken(token: string): Promise<Record<string, unknown>>;
+  /**
+   * The session a `resume` token names: a resume token from any gateway of the cluster, or a
+   * redirect token naming this gateway as its target (used up on success). Throws TokenError.
+   */
+  verifySessionToken(token: string): Promise<string>;
   /** `abnormal`: the connection went without a closing handshake (1006). */
   clientClosed(client: WsSession | SseStream, abnormal?: boolean): void;
 }

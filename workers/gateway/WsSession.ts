@@ -19,6 +19,7 @@ import {
   parseClientFrame,
   type ClientFrame,
   type ErrorBody,
+  type ErrorCode,
   type RequestId,
   type ServerFrame,
 } from '../../shared/protocol/frames.js';
@@ -33,6 +34,12 @@ import {
 import { FastPathState } from './FastPath.js';
 import type { GatewayContext } from './GatewayContext.js';
 
+/** Token refusals a client is told as they are; anything else reads invalid_token. */
+const TOKEN_REFUSALS = new Set<string | undefined>([
+  ErrorCodes.tokenExpired,
+  ErrorCodes.tokenReplayed,
+  ErrorCodes.tokenWrongTarget,
+]);
 /** Refused requests in a row after which a client is closed as rate limited. */
 const MAX_CONSECUTIVE_REFUSALS = 100;
 const BINARY = { binary: true } as const;
@@ -56,6 +63,8 @@ export class WsSession implements SubscriptionSink {
    * stays in the store's history and is caught up on resume (seed 3.2's bounded queue).
    */
   private deliveryPaused = false;
+  /** Moves in progress waiting for this connection to close. */
+  private readonly closeWaiters = new Set<() => void>();
   readonly fastPath = new FastPathState();
 
   constructor(
@@ -122,6 +131,26 @@ export class WsSession implements SubscriptionSink {
   close(code: CloseCode): void {
     if (this.closed) return;
     this.ws.close(code.code, code.reason);
+  }
+
+  /**
+   * Asks the client to move (make-before-break, docs/protocol.md "Moves") and resolves true
+   * when it closed this connection within `ttlMs`, false when it did not (it stays here).
+   */
+  redirect(target: { url: string; node: string; token: string }, ttlMs: number): Promise<boolean> {
+    if (this.closed) return Promise.resolve(true);
+    this.send({ type: 'redirect', ...target, ttlMs });
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.closeWaiters.delete(done);
+        resolve(false);
+      }, ttlMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.closeWaiters.add(done);
+    });
   }
 
   /** Drops the connection without a closing handshake (a peer that no longer answers). */
@@ -288,17 +317,14 @@ export class WsSession implements SubscriptionSink {
       });
     }
     try {
-      const claims = await this.gateway.verifyResumeToken(token);
-      this.session = String(claims.sub);
+      this.session = await this.gateway.verifySessionToken(token);
       this.gateway.metrics.resumes.inc({ result: 'ok' });
     } catch (error) {
       // The positions, not the token, guarantee continuity: resume them under a new session.
-      this.gateway.metrics.resumes.inc({ result: errorCode(error) ?? 'invalid_token' });
+      const code = errorCode(error);
+      this.gateway.metrics.resumes.inc({ result: code ?? 'invalid_token' });
       this.error(id, {
-        code:
-          errorCode(error) === ErrorCodes.tokenExpired
-            ? ErrorCodes.tokenExpired
-            : ErrorCodes.invalidToken,
+        code: TOKEN_REFUSALS.has(code) ? (code as ErrorCode) : ErrorCodes.invalidToken,
         message: `${error instanceof Error ? error.message : String(error)}; started session ${this.session}`,
       });
     }
@@ -322,6 +348,8 @@ export class WsSession implements SubscriptionSink {
 
   private onClose(code: number): void {
     this.closed = true;
+    for (const waiter of this.closeWaiters) waiter();
+    this.closeWaiters.clear();
     for (const subscription of this.subscriptions.values())
       this.gateway.hub.unsubscribe(subscription);
     this.subscriptions.clear();

@@ -65,6 +65,13 @@ export const GatewayEnv = z.object({
   STREAMHEAL_KERNEL_SWEEP_MS: z.coerce.number().int().min(0).default(500),
   /** Delivery canary: a probe through publish and delivery this often; 0 turns it off. */
   STREAMHEAL_CANARY_INTERVAL_MS: z.coerce.number().int().min(0).default(1000),
+  /**
+   * Port of the gRPC control service (Reload, Drain, Migrate, Status; docs/protocol.md
+   * "Gateway control service"); unset: no control service; 0: a free port.
+   */
+  STREAMHEAL_CONTROL_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  /** SIGTERM drains: sessions get this long to move to other gateways; 0 closes at once. */
+  STREAMHEAL_DRAIN_MS: z.coerce.number().int().min(0).default(20_000),
   STREAMHEAL_HISTORY_MAX_COUNT: int(10_000),
   STREAMHEAL_HISTORY_MAX_AGE_MS: int(10 * 60_000),
   STREAMHEAL_LOG_LEVEL: z

@@ -77,6 +77,10 @@ const gateway = await startGateway({
     phiThreshold: env.STREAMHEAL_PHI_THRESHOLD,
   },
   tcpKeepAliveMs: env.STREAMHEAL_TCP_KEEPALIVE_MS,
+  ...(env.STREAMHEAL_CONTROL_PORT === undefined
+    ? {}
+    : { controlPort: env.STREAMHEAL_CONTROL_PORT }),
+  drainMs: env.STREAMHEAL_DRAIN_MS,
   detection: {
     tcpUserTimeoutMs: env.STREAMHEAL_TCP_USER_TIMEOUT_MS,
     kernelSweepMs: env.STREAMHEAL_KERNEL_SWEEP_MS,
@@ -87,10 +91,16 @@ const gateway = await startGateway({
 if (!env.STREAMHEAL_PUBLISH_KEY) logger.info({ publishKey }, 'publish key');
 
 let stopping = false;
+/**
+ * SIGTERM (ECS, Kubernetes, the local supervisor's restart) drains first: sessions move to the
+ * other gateways make-before-break within STREAMHEAL_DRAIN_MS, then the rest are closed. SIGINT
+ * (Ctrl-C, the local supervisor stopping the whole cluster) closes at once: clients reconnect.
+ */
 async function stop(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   logger.info({ signal }, 'stopping');
+  if (signal === 'SIGTERM' && env.STREAMHEAL_DRAIN_MS > 0) await gateway.drain();
   await gateway.close();
   await Promise.all([store.close(), bus.close()]);
   link?.close();

@@ -60,6 +60,18 @@ export function createGatewayMetrics(nodeId: string) {
       labelNames: ['cause'] as const,
       registers: [registry],
     }),
+    migrations: new Counter({
+      name: 'streamheal_migrations_total',
+      help: 'Sessions asked to move (Migrate or Drain), by outcome: moved, rolled_back, not_found',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    migrationDuration: new Histogram({
+      name: 'streamheal_migration_duration_seconds',
+      help: 'Redirect sent to the old connection closed, for sessions that moved (seed 4.4 P99)',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
     synRetransmitRate: new Gauge({
       name: 'streamheal_syn_retransmit_rate',
       help: "Retransmitted SYNs and SYN-ACKs per connection opened on this host over the last scoring interval (the seed's retrans_syn / syn_init; /proc/net counters)",

@@ -139,6 +139,7 @@ export class RecordingClient {
       'disconnected',
       'reconnecting',
       'resumed',
+      'moved',
       'message',
       'history-lost',
       'error',

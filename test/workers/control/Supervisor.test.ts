@@ -182,7 +182,7 @@ describe('Class: Supervisor', () => {
       expect(exits[1]?.delayMs).toBeLessThanOrEqual(1_300);
     });
 
-    it('stop() SIGTERMs every child and leaves no process', async () => {
+    it('stop() SIGINTs every child and leaves no process', async () => {
       // Prepare
       h.remember();
       const pids = [...h.seen];
