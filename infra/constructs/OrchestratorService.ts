@@ -1,0 +1,129 @@
+/**
+ * The orchestrator for `store=etcd`: the decision path as one long-lived process
+ * (workers/orchestrator/main.ts) on the gateway image, instead of EventBridge rules and Lambda.
+ * It subscribes the same catalogue on the etcd bus, calls the gateways' control port from the
+ * control security group, and forwards decision events to the deployment's EventBridge bus so
+ * the alerting API destinations work in both shapes.
+ */
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sns from 'aws-cdk-lib/aws-sns';
+import { Construct } from 'constructs';
+import {
+  gatewayDefaults,
+  orchestratorDefaults,
+  type CpuArchitectureName,
+  type GatewayPorts,
+} from '../defaults.js';
+import { ALERT_TOPIC_ENV } from './ControlFunctions.js';
+import { acknowledge } from '../nag.js';
+import { logRetention } from './logRetention.js';
+import type { Wiring } from './wiring.js';
+
+/** The orchestrator's entry in the image (compiled from workers/orchestrator/main.ts). */
+export const ORCHESTRATOR_COMMAND = ['node', 'dist/workers/orchestrator/main.js'];
+
+export interface OrchestratorOptions {
+  /** Physical ECS service name (also what key rotation rolls). @default 'streamheal-orchestrator' */
+  readonly serviceName?: string;
+  /** @default orchestratorDefaults().cpu (512) */
+  readonly cpu?: number;
+  /** @default orchestratorDefaults().memoryMiB (1024) */
+  readonly memoryMiB?: number;
+  /** @default orchestratorDefaults().desiredCount (1) */
+  readonly desiredCount?: number;
+  /** @default gatewayDefaults().logRetentionDays (30) */
+  readonly logRetentionDays?: number;
+}
+
+export interface OrchestratorServiceProps extends OrchestratorOptions {
+  readonly cluster: ecs.ICluster;
+  readonly securityGroup: ec2.ISecurityGroup;
+  readonly image: ecs.ContainerImage;
+  readonly cpuArchitecture: CpuArchitectureName;
+  readonly ports: GatewayPorts;
+  /** Store and bus (etcd) plus the EventBridge bus decisions are forwarded to. */
+  readonly wiring: Wiring;
+  readonly keyRing: secretsmanager.ISecret;
+  readonly alertTopic: sns.ITopic;
+  readonly alertTopicKey: kms.IKey;
+}
+
+export class OrchestratorService extends Construct {
+  readonly service: ecs.FargateService;
+  readonly taskDefinition: ecs.FargateTaskDefinition;
+  readonly logGroup: logs.LogGroup;
+  readonly serviceName: string;
+
+  constructor(scope: Construct, id: string, props: OrchestratorServiceProps) {
+    super(scope, id);
+    const defaults = orchestratorDefaults();
+    this.serviceName = props.serviceName ?? 'streamheal-orchestrator';
+    this.logGroup = new logs.LogGroup(this, 'Logs', {
+      retention: logRetention(props.logRetentionDays ?? gatewayDefaults().logRetentionDays),
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.taskDefinition = new ecs.FargateTaskDefinition(this, 'Task', {
+      cpu: props.cpu ?? defaults.cpu,
+      memoryLimitMiB: props.memoryMiB ?? defaults.memoryMiB,
+      runtimePlatform: {
+        cpuArchitecture:
+          props.cpuArchitecture === 'arm64'
+            ? ecs.CpuArchitecture.ARM64
+            : ecs.CpuArchitecture.X86_64,
+        operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+      },
+    });
+    this.taskDefinition.addContainer('orchestrator', {
+      image: props.image,
+      command: ORCHESTRATOR_COMMAND,
+      essential: true,
+      environment: {
+        STREAMHEAL_GATEWAY_CONTROL_PORT: String(props.ports.control),
+        [ALERT_TOPIC_ENV]: props.alertTopic.topicArn,
+        STREAMHEAL_LOG_LEVEL: 'info',
+        OTEL_SERVICE_NAME: 'streamheal-orchestrator',
+        ...props.wiring.environment,
+      },
+      secrets: { STREAMHEAL_CLUSTER_SECRET: ecs.Secret.fromSecretsManager(props.keyRing) },
+      stopTimeout: Duration.seconds(30),
+      linuxParameters: new ecs.LinuxParameters(this, 'Linux', { initProcessEnabled: true }),
+      logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: 'orchestrator' }),
+    });
+    props.wiring.grant(this.taskDefinition.taskRole);
+    acknowledge(
+      this.taskDefinition,
+      'AwsSolutions-ECS2',
+      'Plain configuration only (etcd endpoints, bus and topic names, ports); the key ring is ' +
+        'injected from Secrets Manager through `secrets`.',
+    );
+    this.taskDefinition.taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({ actions: ['sns:Publish'], resources: [props.alertTopic.topicArn] }),
+    );
+    this.taskDefinition.taskRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+        resources: [props.alertTopicKey.keyArn],
+      }),
+    );
+    this.service = new ecs.FargateService(this, 'Service', {
+      cluster: props.cluster,
+      serviceName: this.serviceName,
+      taskDefinition: this.taskDefinition,
+      desiredCount: props.desiredCount ?? defaults.desiredCount,
+      securityGroups: [props.securityGroup],
+      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+      assignPublicIp: false,
+      // One decision maker at a time: the old task stops before the new one starts.
+      minHealthyPercent: 0,
+      maxHealthyPercent: 100,
+      circuitBreaker: { enable: true, rollback: true },
+      propagateTags: ecs.PropagatedTagSource.SERVICE,
+    });
+  }
+}

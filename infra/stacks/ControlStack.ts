@@ -1,0 +1,93 @@
+/**
+ * The decision path. store=dynamodb: the control functions (decide, nodeLost, tokens, alerts)
+ * and one EventBridge rule per catalogue entry, including the ECS task-stopped rule for the
+ * gateway cluster. store=etcd: the orchestrator service, which runs the same handlers on the
+ * etcd bus.
+ */
+import { Stack, type StackProps } from 'aws-cdk-lib';
+import type * as ecs from 'aws-cdk-lib/aws-ecs';
+import type * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
+import type { Construct } from 'constructs';
+import { CatalogueRules } from '../constructs/CatalogueRules.js';
+import type { ControlFunctionOptions } from '../constructs/ControlFunction.js';
+import { ControlFunctions } from '../constructs/ControlFunctions.js';
+import type { StreamhealNetwork } from '../constructs/Network.js';
+import {
+  OrchestratorService,
+  type OrchestratorOptions,
+} from '../constructs/OrchestratorService.js';
+import { combine } from '../constructs/wiring.js';
+import type { ControlFunctionName, CpuArchitectureName, StoreKind } from '../defaults.js';
+import type { AlertingStack } from './AlertingStack.js';
+import type { GatewayStack } from './GatewayStack.js';
+import type { StateStack } from './StateStack.js';
+
+export interface ControlStackProps extends StackProps {
+  readonly store: StoreKind;
+  readonly network: StreamhealNetwork;
+  readonly state: StateStack;
+  readonly gateways: GatewayStack;
+  readonly alerting: AlertingStack;
+  /** The orchestrator runs on the gateway image. */
+  readonly image: ecs.ContainerImage;
+  readonly cpuArchitecture: CpuArchitectureName;
+  /** Per-function settings (store=dynamodb). @default controlFunctionDefaults(name) */
+  readonly functions?: Partial<Record<ControlFunctionName, ControlFunctionOptions>>;
+  /** @default functionBundling() */
+  readonly bundling?: nodejs.BundlingOptions;
+  /** (store=etcd) @default OrchestratorService defaults */
+  readonly orchestrator?: OrchestratorOptions;
+}
+
+export class ControlStack extends Stack {
+  readonly functions: ControlFunctions | undefined;
+  readonly rules: CatalogueRules | undefined;
+  readonly orchestrator: OrchestratorService | undefined;
+
+  constructor(scope: Construct, id: string, props: ControlStackProps) {
+    super(scope, id, props);
+    const { network, state, gateways, alerting } = props;
+    const topic = alerting.alerting.topic;
+    const topicKey = alerting.alerting.key;
+    if (props.store === 'dynamodb') {
+      this.functions = new ControlFunctions(this, 'Functions', {
+        vpc: network.vpc,
+        securityGroup: network.controlSecurityGroup,
+        ports: network.ports,
+        store: state.storeWiring,
+        bus: state.bus.wiring,
+        keys: gateways.keys,
+        alertTopic: topic,
+        alertTopicKey: topicKey,
+        ...(props.functions === undefined ? {} : { functions: props.functions }),
+        ...(props.bundling === undefined ? {} : { bundling: props.bundling }),
+      });
+      const { decide, nodeLost, alerts } = this.functions.functions;
+      this.rules = new CatalogueRules(this, 'Rules', {
+        bus: state.bus.bus,
+        functions: { decide, nodeLost, alerts },
+        catalogueConfig: {
+          gatewayClusterArn: gateways.cluster.clusterArn,
+          gatewayTaskGroup: `service:${gateways.gateway.serviceName}`,
+        },
+      });
+      this.orchestrator = undefined;
+    } else {
+      this.orchestrator = new OrchestratorService(this, 'Orchestrator', {
+        ...props.orchestrator,
+        cluster: gateways.cluster,
+        securityGroup: network.controlSecurityGroup,
+        image: props.image,
+        cpuArchitecture: props.cpuArchitecture,
+        ports: network.ports,
+        // The etcd store and bus; the EventBridge bus only to forward decisions to alerting.
+        wiring: combine(state.bus.wiring, state.storeWiring),
+        keyRing: gateways.keys.keyRing,
+        alertTopic: topic,
+        alertTopicKey: topicKey,
+      });
+      this.functions = undefined;
+      this.rules = undefined;
+    }
+  }
+}
