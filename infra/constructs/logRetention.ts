@@ -1,4 +1,4 @@
-import * as logs from 'aws-cdk-lib/aws-logs';
+import type * as logs from 'aws-cdk-lib/aws-logs';
 import { LOG_RETENTION_DAYS } from '../defaults.js';
 
 /** The CloudWatch Logs retention for `days`: the smallest accepted value that keeps at least that long. */
