@@ -14,14 +14,24 @@ export const NodeLostEvents = {
 } as const;
 
 /**
- * What the decide function did (seed 4.4's decision events). Provisional names until decide
- * lands; each carries `detail.node` and what the decision was based on.
+ * What the control plane decided (seed 4.4's decision events), published by decide and nodeLost
+ * (shared/control) and delivered to webhooks by alerts. Each carries `detail.node`, `detail.decision`,
+ * `detail.message` (the log line) and `detail.trigger` (the event it was based on); see
+ * docs/control-plane.md for every field.
  */
 export const DecisionEvents = {
+  /** A node was taken out of rotation by a rule (isolated, or marked unhealthy). */
   nodeIsolated: 'Node Isolated',
+  /** An isolated node went back into rotation (its rule stopped matching, `autoRejoin`). */
   nodeReinstated: 'Node Reinstated',
+  /** A rule asked to isolate a node and a cascade guard refused (max share or panic threshold). */
+  isolationSuppressed: 'Node Isolation Suppressed',
+  /** A gateway is gone (task stopped, process exited, lease expired); its sessions resume elsewhere. */
+  nodeDeclaredLost: 'Node Declared Lost',
+  /** Sessions of an isolated node were handed to the move executor. */
   migrationStarted: 'Migration Started',
   migrationCompleted: 'Migration Completed',
+  /** Fewer sessions moved than asked, no target was eligible, or the executor failed. */
   migrationFailed: 'Migration Failed',
   circuitOpened: 'Circuit Opened',
   circuitClosed: 'Circuit Closed',

@@ -6,7 +6,15 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { catalogue } from '../../shared/bus/catalogue.js';
 import { InProcessBus } from '../../shared/bus/InProcessBus.js';
+import { routeCatalogue } from '../../shared/bus/router.js';
+import { alertTargetsFromEnv, type AlertTarget } from '../../shared/control/alerts/targets.js';
+import { watchNodeLeases, type LeaseWatch } from '../../shared/control/leaseWatch.js';
+import { alertsRunner, redeliverAlerts, type AlertDeps } from '../../functions/alerts/handler.js';
+import { decideRunner } from '../../functions/decide/handler.js';
+import { nodeLostRunner } from '../../functions/nodeLost/handler.js';
+import type { ControlDeps } from '../../functions/runtime.js';
 import { MemoryStore } from '../../shared/store/MemoryStore.js';
 import { DEFAULT_HISTORY_LIMITS, type HistoryLimits } from '../../shared/store/StateStore.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
@@ -47,6 +55,13 @@ export interface ClusterOptions {
   output?: SupervisorOptions['output'];
   /** @default 20_000 */
   readyTimeoutMs?: number;
+  /**
+   * Where decision events are delivered (functions/alerts). @default from
+   * STREAMHEAL_ALERT_TARGETS / STREAMHEAL_ALERT_TARGETS_FILE, else none
+   */
+  alertTargets?: AlertTarget[];
+  /** How often dead-lettered alerts are sent again. @default $STREAMHEAL_ALERT_REDELIVER_MS, else 30_000 */
+  alertRedeliverMs?: number;
 }
 
 export interface GatewayEndpoints {
@@ -74,6 +89,13 @@ export class LocalCluster {
   private readonly logger: Logger;
   private stopping?: Promise<void>;
   private fileWritten = false;
+  /** The control-plane functions (decide, nodeLost, alerts) on the in-process bus. */
+  private readonly controlDeps: ControlDeps;
+  private readonly alertDeps: AlertDeps;
+  private readonly alertRedeliverMs: number;
+  private unroute?: () => void;
+  private leaseWatch?: LeaseWatch;
+  private redeliverTimer?: NodeJS.Timeout;
   private readonly removeFileOnExit = () => {
     if (this.fileWritten && this.clusterFile) rmSync(this.clusterFile, { force: true });
   };
@@ -103,6 +125,14 @@ export class LocalCluster {
       onHandlerError: (error, event) =>
         this.logger.error({ err: error, event: event.id }, 'bus handler failed'),
     });
+    this.controlDeps = { store: this.store, bus: this.bus, logger: this.logger };
+    this.alertDeps = {
+      store: this.store,
+      logger: this.logger,
+      targets: options.alertTargets ?? alertTargetsFromEnv(env),
+    };
+    this.alertRedeliverMs =
+      options.alertRedeliverMs ?? positiveInt(env.STREAMHEAL_ALERT_REDELIVER_MS) ?? 30_000;
     this.gateways = Array.from({ length: count }, (_, i) => {
       const port = portBase + i;
       const url = `http://${host}:${port}`;
@@ -159,6 +189,8 @@ export class LocalCluster {
     try {
       await this.control.listen();
       this.assertRunning();
+      await this.startControlPlane();
+      this.assertRunning();
       await this.supervisor.start();
       this.assertRunning();
       if (this.clusterFile) {
@@ -185,6 +217,8 @@ export class LocalCluster {
     this.stopping ??= (async () => {
       const warn = (what: string) => (error: unknown) =>
         this.logger.warn({ err: error }, `${what} failed`);
+      // First, so gateways stopping (and revoking their leases) are not taken for lost ones.
+      this.stopControlPlane();
       await this.supervisor.stop();
       await this.control.close().catch(warn('closing the control server'));
       await Promise.all([this.store.close(), this.bus.close()]).catch(
@@ -197,6 +231,39 @@ export class LocalCluster {
       this.logger.info('cluster stopped');
     })();
     return this.stopping;
+  }
+
+  /**
+   * The same functions as the Lambdas, run in this process: the catalogue's patterns routed on
+   * the in-process bus to decide, nodeLost and alerts; expired gateway leases turned into
+   * `Node Lease Expired`; dead-lettered alerts sent again on a timer.
+   */
+  private async startControlPlane(): Promise<void> {
+    this.unroute = routeCatalogue(this.bus, catalogue(), {
+      decide: decideRunner(this.controlDeps),
+      nodeLost: nodeLostRunner(this.controlDeps),
+      alerts: alertsRunner(this.alertDeps),
+    });
+    this.leaseWatch = await watchNodeLeases(this.store, this.bus, this.logger);
+    if (this.alertDeps.targets.length > 0) {
+      this.redeliverTimer = setInterval(() => {
+        redeliverAlerts(this.alertDeps).catch((error: unknown) =>
+          this.logger.error({ err: error }, 'alert redelivery failed'),
+        );
+      }, this.alertRedeliverMs).unref();
+      this.logger.info(
+        { targets: this.alertDeps.targets.map((t) => `${t.type}:${t.name}`) },
+        `delivering decision events to ${this.alertDeps.targets.length} alert target(s)`,
+      );
+    }
+  }
+
+  private stopControlPlane(): void {
+    this.unroute?.();
+    this.unroute = undefined;
+    this.leaseWatch?.close();
+    this.leaseWatch = undefined;
+    clearInterval(this.redeliverTimer);
   }
 
   private assertRunning(): void {
