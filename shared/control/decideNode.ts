@@ -14,6 +14,7 @@
  *   4. The first matching rule whose action ejects (`isolate`, `migrateSessions`) wants the node
  *      out: it is ejected if the cascade guard allows (guards.ts), else the refusal is reported
  *      once per rule. No ejecting rule matching and `autoRejoin`: an ejected node is reinstated.
+ *      While ejected, the record names the first matching rule in policy order (no new decision).
  * So the node's status after an event is what the rules say about all its events so far, in time
  * order, whatever order they came in (within the reorder window; guards permitting).
  */
@@ -167,6 +168,12 @@ export function decideNode(input: DecideNodeInput): DecideNodeOutput {
         trigger,
       });
     }
+  } else if (isEjected(record.status) && ejecting && ejecting.name !== record.rule) {
+    // Still out, now for another rule (the first in policy order that matches): the record says
+    // which, so the state does not depend on which rule's evidence happened to arrive first.
+    record.status = ejectedStatus(ejecting);
+    record.rule = ejecting.name;
+    record.reason = reasonOf(ejecting);
   } else if (isEjected(record.status) && !ejecting && policy.spec.autoRejoin) {
     decisions.push({
       kind: 'reinstate',
