@@ -28,6 +28,7 @@ import {
   type CreateTablesResult,
   type DynamoTableNames,
 } from './dynamo/schema.js';
+import { listenerErrorReporter } from './Mailbox.js';
 import {
   DEFAULT_HISTORY_LIMITS,
   type ChannelMessage,
@@ -108,9 +109,7 @@ export class DynamoStore implements StateStore {
     );
     const now = options.now ?? Date.now;
     const logger = options.logger;
-    const onListenerError = logger
-      ? (error: unknown) => logger.warn({ err: error }, 'store watch listener threw')
-      : (error: unknown) => console.error('streamheal: store watch listener threw', error);
+    const onListenerError = listenerErrorReporter(logger);
     const onPollError = (what: string, error: unknown) => {
       const at = Date.now();
       if (at - (this.pollErrorsLogged.get(what) ?? 0) < POLL_ERROR_LOG_MS) return;

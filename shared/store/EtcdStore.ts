@@ -18,6 +18,7 @@ import { EtcdConnection, type EtcdConnectionOptions } from './etcd/connection.js
 import { KeyLayout } from './etcd/keys.js';
 import { Leases, TtlLeases } from './etcd/leases.js';
 import { Records } from './etcd/records.js';
+import { listenerErrorReporter } from './Mailbox.js';
 import {
   DEFAULT_HISTORY_LIMITS,
   type ChannelMessage,
@@ -74,9 +75,7 @@ export class EtcdStore implements StateStore {
     this.connection = new EtcdConnection(options);
     this.keys = new KeyLayout(options.prefix ?? 'streamheal/');
     const logger = options.logger;
-    const onListenerError = logger
-      ? (error: unknown) => logger.warn({ err: error }, 'store watch listener threw')
-      : (error: unknown) => console.error('streamheal: store watch listener threw', error);
+    const onListenerError = listenerErrorReporter(logger);
     const onBackgroundError = (error: unknown, what: string) =>
       logger?.warn({ err: error }, `etcd store: ${what}`);
     this.leases = new Leases(this.connection);

@@ -18,6 +18,7 @@ import {
   StoreUnavailableError,
   StreamhealError,
 } from '../errors.js';
+import { listenerErrorReporter, Mailbox } from './Mailbox.js';
 import {
   DEFAULT_HISTORY_LIMITS,
   type ChannelMessage,
@@ -45,47 +46,6 @@ export interface MemoryStoreOptions {
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Compact a channel's array once this many trimmed slots sit at its front. */
 const COMPACT_AT = 1024;
-
-/** One listener with its own queue, drained in a microtask: in order, outside the writer. */
-export class Mailbox<E> {
-  private queue: E[] = [];
-  private scheduled = false;
-  private closed = false;
-
-  constructor(
-    private readonly listener: (event: E) => void,
-    private readonly onError: (error: unknown) => void,
-  ) {}
-
-  push(event: E): void {
-    if (this.closed) return;
-    this.queue.push(event);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(this.drain);
-    }
-  }
-
-  close(): void {
-    this.closed = true;
-    this.queue = [];
-  }
-
-  private readonly drain = (): void => {
-    const queue = this.queue;
-    // Events pushed by a listener during the drain are picked up by this same loop.
-    for (let i = 0; i < queue.length && !this.closed; i++) {
-      try {
-        this.listener(queue[i] as E);
-      } catch (error) {
-        this.onError(error);
-      }
-    }
-    if (queue.length > COMPACT_AT) this.queue = [];
-    else queue.length = 0;
-    this.scheduled = false;
-  };
-}
 
 interface ChannelLog {
   name: string;
@@ -138,10 +98,7 @@ export class MemoryStore implements StateStore {
   constructor(options: MemoryStoreOptions = {}) {
     this.limits = options.limits ?? DEFAULT_HISTORY_LIMITS;
     this.now = options.now ?? Date.now;
-    const logger = options.logger;
-    this.onListenerError = logger
-      ? (error) => logger.warn({ err: error }, 'store watch listener threw')
-      : (error) => console.error('streamheal: store watch listener threw', error);
+    this.onListenerError = listenerErrorReporter(options.logger);
   }
 
   // ---------------------------------------------------------------- channel logs

@@ -43,9 +43,9 @@ import {
   StoreUnavailableError,
   StreamhealError,
 } from '../../errors.js';
+import { Mailbox } from '../Mailbox.js';
 import type { PutOptions, RecordWatchEvent, StoredRecord, Watch } from '../StateStore.js';
 import { isConditionFailure, type DynamoCaller } from './client.js';
-import { Mailbox } from './Mailbox.js';
 import { A, LEASE_INDEX, type DynamoTableNames } from './schema.js';
 
 export interface RecordsOptions {

@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import type { IKeyValue, IRangeRequest, IRequestOp, ITxnResponse } from 'etcd3';
 import { EtcdLeaseInvalidError } from 'etcd3';
 import { StoreUnavailableError, StreamhealError } from '../../errors.js';
-import { Mailbox } from '../MemoryStore.js';
+import { Mailbox } from '../Mailbox.js';
 import type {
   ChannelMessage,
   ChannelSummary,

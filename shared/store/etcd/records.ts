@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { IKeyValue, ITxnResponse } from 'etcd3';
 import { EtcdLeaseInvalidError } from 'etcd3';
 import { ConditionFailedError, LeaseExpiredError, StreamhealError } from '../../errors.js';
-import { Mailbox } from '../MemoryStore.js';
+import { Mailbox } from '../Mailbox.js';
 import type { PutOptions, RecordWatchEvent, StoredRecord, Watch } from '../StateStore.js';
 import { sleep, type EtcdConnection } from './connection.js';
 import { prefixEnd, type KeyLayout } from './keys.js';
