@@ -3,47 +3,25 @@
  * it names, and a clean stop on SIGTERM / SIGINT.
  */
 import { randomBytes } from 'node:crypto';
-import { InProcessBus } from '../../shared/bus/InProcessBus.js';
-import type { EventBus } from '../../shared/bus/EventBus.js';
-import { LinkClient } from '../../shared/link/LinkClient.js';
-import { RemoteBus } from '../../shared/link/RemoteBus.js';
-import { RemoteStore } from '../../shared/link/RemoteStore.js';
-import { MemoryStore } from '../../shared/store/MemoryStore.js';
-import type { StateStore } from '../../shared/store/StateStore.js';
 import { createLogger } from '../../shared/telemetry/logger.js';
 import { initTracing, shutdownTracing } from '../../shared/telemetry/tracing.js';
 import { keyRingFromSecret } from '../../shared/tokens.js';
+import { backendConfigFromEnv, openBackends } from '../backends.js';
 import { GatewayEnv } from './config.js';
 import { startGateway } from './Gateway.js';
 
-const env = GatewayEnv.parse(process.env);
+// STREAMHEAL_STORE is read with the other backend variables, by workers/backends.ts.
+const env = GatewayEnv.omit({ STREAMHEAL_STORE: true }).parse(process.env);
 const logger = createLogger('gateway', env.STREAMHEAL_LOG_LEVEL).child({
   node: env.STREAMHEAL_NODE_ID,
 });
 initTracing(`streamheal-gateway`);
 
-let store: StateStore;
-let bus: EventBus;
-let link: LinkClient | undefined;
-if (env.STREAMHEAL_STORE === 'link') {
-  if (!env.STREAMHEAL_CLUSTER_SECRET)
-    throw new Error('STREAMHEAL_CLUSTER_SECRET is required with STREAMHEAL_STORE=link');
-  link = new LinkClient({
-    url: env.STREAMHEAL_CONTROL_URL,
-    secret: env.STREAMHEAL_CLUSTER_SECRET,
-    logger,
-  });
-  store = new RemoteStore(link);
-  bus = new RemoteBus(link);
-} else {
-  store = new MemoryStore({
-    limits: {
-      maxCount: env.STREAMHEAL_HISTORY_MAX_COUNT,
-      maxAgeMs: env.STREAMHEAL_HISTORY_MAX_AGE_MS,
-    },
-  });
-  bus = new InProcessBus();
-}
+// Store and bus from STREAMHEAL_STORE / STREAMHEAL_BUS (workers/backends.ts).
+const backends = openBackends(backendConfigFromEnv(process.env), { logger });
+const { store, bus } = backends;
+// Not awaited: a gateway whose store is away starts anyway and is not ready until it answers.
+backends.ready().catch((error: unknown) => logger.error({ err: error }, 'store not reachable yet'));
 
 const generated = (what: string) => {
   const value = randomBytes(24).toString('base64url');
@@ -102,8 +80,7 @@ async function stop(signal: string): Promise<void> {
   logger.info({ signal }, 'stopping');
   if (signal === 'SIGTERM' && env.STREAMHEAL_DRAIN_MS > 0) await gateway.drain();
   await gateway.close();
-  await Promise.all([store.close(), bus.close()]);
-  link?.close();
+  await backends.close();
   await shutdownTracing();
   process.exit(0);
 }
