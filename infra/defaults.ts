@@ -24,6 +24,20 @@ export function gatewayPorts(): GatewayPorts {
   return { http: 8080, control: 9090 };
 }
 
+export interface HistoryDefaults {
+  maxCount: number;
+  maxAgeMs: number;
+}
+
+/**
+ * Channel history bounds. Every process on the same store must use the same ones (the DynamoDB
+ * store computes trims from them), so they travel with the store's variables to gateways,
+ * functions and the orchestrator alike.
+ */
+export function historyDefaults(): HistoryDefaults {
+  return { maxCount: 10_000, maxAgeMs: 10 * 60_000 };
+}
+
 export interface NetworkDefaults {
   cidr: string;
   maxAzs: number;
@@ -86,7 +100,7 @@ export interface DrainDefaults {
   deregistrationDelay: Duration;
   /** ECS waits this long after SIGTERM before SIGKILL (Fargate allows at most 120 s). */
   stopTimeout: Duration;
-  /** The gateway's own budget for moving its sessions (STREAMHEAL_DRAIN_TIMEOUT_MS). */
+  /** The gateway's own budget for moving its sessions (STREAMHEAL_DRAIN_MS). */
   drainTimeout: Duration;
 }
 
@@ -119,8 +133,6 @@ export interface GatewayDefaults {
   logRetentionDays: number;
   otelCollector: boolean;
   otelCollectorImage: string;
-  historyMaxCount: number;
-  historyMaxAgeMs: number;
 }
 
 /**
@@ -144,8 +156,6 @@ export function gatewayDefaults(): GatewayDefaults {
     logRetentionDays: 30,
     otelCollector: false,
     otelCollectorImage: 'public.ecr.aws/aws-observability/aws-otel-collector:v0.40.0',
-    historyMaxCount: 10_000,
-    historyMaxAgeMs: 10 * 60_000,
   };
 }
 
@@ -228,10 +238,16 @@ export interface FunctionsDefaults {
   logRetentionDays: number;
   /** How long a dead-lettered event is kept for inspection and redrive. */
   dlqRetention: Duration;
+  /** How often the alerts function sends its dead-lettered alerts again. */
+  alertsRedeliveryInterval: Duration;
 }
 
 export function functionsDefaults(): FunctionsDefaults {
-  return { logRetentionDays: 30, dlqRetention: Duration.days(14) };
+  return {
+    logRetentionDays: 30,
+    dlqRetention: Duration.days(14),
+    alertsRedeliveryInterval: Duration.minutes(10),
+  };
 }
 
 export interface KeyRingDefaults {

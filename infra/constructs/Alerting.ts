@@ -1,6 +1,7 @@
 /**
- * Where decisions and alarms go: an SNS topic (KMS-encrypted; the alerts function and
- * CloudWatch alarms publish to it, e-mail can subscribe), and EventBridge API destinations that
+ * Where decisions and alarms go: an SNS topic (KMS-encrypted; decision events reach it through
+ * an EventBridge rule, CloudWatch alarms publish to it, e-mail can subscribe), and EventBridge
+ * API destinations that
  * post decision events straight to webhook receivers: a generic one (the whole event as JSON),
  * Slack (chat.postMessage) and PagerDuty (Events API v2). Their rules match the catalogue's
  * `alerts` entry (shared/bus/catalogue.ts), so they see exactly the decision events the alerts
@@ -116,6 +117,24 @@ export class Alerting extends Construct {
 
     this.deadLetterQueue = deadLetterQueue(this, 'DeadLetters', functionsDefaults().dlqRetention);
     const entry = alertsEntry();
+    const decisions = new events.Rule(this, 'TopicRule', {
+      eventBus: props.bus,
+      description: `${entry.name} to the alert topic`,
+      eventPattern: toCdkPattern(entry.pattern),
+    });
+    decisions.addTarget(
+      new targets.SnsTopic(this.topic, {
+        retryAttempts: props.retryAttempts ?? defaults.retryAttempts,
+        maxEventAge: props.maxEventAge ?? defaults.maxEventAge,
+        deadLetterQueue: this.deadLetterQueue,
+        message: events.RuleTargetInput.fromObject({
+          summary: `streamheal: ${events.EventField.fromPath('$.detail-type')} (node ${events.EventField.fromPath('$.detail.node')})`,
+          time: events.EventField.fromPath('$.time'),
+          decision: events.EventField.fromPath('$.detail'),
+        }),
+      }),
+    );
+    this.rules.push(decisions);
     const rate = props.invocationRateLimitPerSecond ?? defaults.invocationRateLimitPerSecond;
     const targetOptions = {
       retryAttempts: props.retryAttempts ?? defaults.retryAttempts,

@@ -6,7 +6,7 @@
  * 1. ECS deregisters the task; NLB stops opening new flows to it within `deregistrationDelay`.
  *    Connection termination on deregistration stays off, so open WebSockets and SSE streams
  *    carry on past the delay.
- * 2. ECS sends SIGTERM. The gateway has `STREAMHEAL_DRAIN_TIMEOUT_MS` to move its sessions
+ * 2. ECS sends SIGTERM. The gateway has `STREAMHEAL_DRAIN_MS` to move its sessions
  *    make-before-break (clients open a new connection through the load balancer, which only
  *    picks registered targets, and resume before the old one closes), then exits.
  * 3. ECS sends SIGKILL at `stopTimeout` (Fargate's maximum, 120 s) if it is still running.
@@ -83,10 +83,6 @@ export interface GatewayServiceOptions {
   readonly otelCollectorImage?: string;
   /** @default gatewayDefaults().logRetentionDays (30) */
   readonly logRetentionDays?: number;
-  /** @default gatewayDefaults().historyMaxCount (10,000) */
-  readonly historyMaxCount?: number;
-  /** @default gatewayDefaults().historyMaxAgeMs (10 min) */
-  readonly historyMaxAgeMs?: number;
   /** More plain variables for the gateway container. @default {} */
   readonly environment?: Record<string, string>;
 }
@@ -174,9 +170,7 @@ export class GatewayService extends Construct {
       STREAMHEAL_PORT: String(ports.http),
       STREAMHEAL_CONTROL_PORT: String(ports.control),
       STREAMHEAL_PUBLIC_URL: this.publicUrl,
-      STREAMHEAL_DRAIN_TIMEOUT_MS: String(drain.drainTimeout.toMilliseconds()),
-      STREAMHEAL_HISTORY_MAX_COUNT: String(props.historyMaxCount ?? defaults.historyMaxCount),
-      STREAMHEAL_HISTORY_MAX_AGE_MS: String(props.historyMaxAgeMs ?? defaults.historyMaxAgeMs),
+      STREAMHEAL_DRAIN_MS: String(drain.drainTimeout.toMilliseconds()),
       STREAMHEAL_LOG_LEVEL: 'info',
       OTEL_SERVICE_NAME: 'streamheal-gateway',
       ...(collector ? { OTEL_EXPORTER_OTLP_ENDPOINT: COLLECTOR_OTLP_HTTP } : {}),
@@ -214,6 +208,12 @@ export class GatewayService extends Construct {
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: 'gateway' }),
     });
     props.wiring.grant(this.taskDefinition.taskRole);
+    acknowledge(
+      this.taskDefinition.obtainExecutionRole(),
+      'AwsSolutions-IAM5[Resource::*]',
+      'ecr:GetAuthorizationToken has no resource-level permissions; the image pulls themselves ' +
+        '(BatchGetImage, GetDownloadUrlForLayer) name the image repository.',
+    );
     acknowledge(
       this.taskDefinition,
       'AwsSolutions-ECS2',

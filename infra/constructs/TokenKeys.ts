@@ -6,7 +6,8 @@
  *   rotated on a schedule by infra/rotation/handler.ts: [current, staged, previous], so a key is
  *   everywhere one period before it signs. After a rotation the listed ECS services roll, so
  *   every task reads the new ring at start (ECS injects it as STREAMHEAL_CLUSTER_SECRET);
- *   functions read it by ARN (STREAMHEAL_KEY_RING_SECRET_ARN) and cache it for less than a period;
+ *   functions read it by ARN (STREAMHEAL_TOKEN_KEYS_SECRET_ARN) and cache it (5 min), far less
+ *   than a period;
  * - the publish key (bearer key of POST /v1/publish), generated, rotated by hand together with
  *   the publishers that hold it (docs/deploy.md).
  */
@@ -24,8 +25,8 @@ import { acknowledge } from '../nag.js';
 import { lambdaRole } from './lambdaRole.js';
 import { logRetention } from './logRetention.js';
 
-/** Variable that carries the key ring's ARN to code that reads it at run time. */
-export const KEY_RING_ARN_ENV = 'STREAMHEAL_KEY_RING_SECRET_ARN';
+/** Variable that carries the key ring's ARN to code that reads it at run time (functions/tokens/keyRing.ts). */
+export const KEY_RING_ARN_ENV = 'STREAMHEAL_TOKEN_KEYS_SECRET_ARN';
 
 export interface RollTarget {
   readonly cluster: ecs.ICluster;

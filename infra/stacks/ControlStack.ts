@@ -4,7 +4,8 @@
  * gateway cluster. store=etcd: the orchestrator service, which runs the same handlers on the
  * etcd bus.
  */
-import { Stack, type StackProps } from 'aws-cdk-lib';
+import { Stack, type Duration, type StackProps } from 'aws-cdk-lib';
+import * as events from 'aws-cdk-lib/aws-events';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import type * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import type { Construct } from 'constructs';
@@ -17,7 +18,12 @@ import {
   type OrchestratorOptions,
 } from '../constructs/OrchestratorService.js';
 import { combine } from '../constructs/wiring.js';
-import type { ControlFunctionName, CpuArchitectureName, StoreKind } from '../defaults.js';
+import {
+  functionsDefaults,
+  type ControlFunctionName,
+  type CpuArchitectureName,
+  type StoreKind,
+} from '../defaults.js';
 import type { AlertingStack } from './AlertingStack.js';
 import type { GatewayStack } from './GatewayStack.js';
 import type { StateStack } from './StateStack.js';
@@ -35,6 +41,8 @@ export interface ControlStackProps extends StackProps {
   readonly functions?: Partial<Record<ControlFunctionName, ControlFunctionOptions>>;
   /** @default functionBundling() */
   readonly bundling?: nodejs.BundlingOptions;
+  /** How often alerts sends its dead letters again. @default functionsDefaults().alertsRedeliveryInterval (10 min) */
+  readonly alertsRedeliveryInterval?: Duration;
   /** (store=etcd) @default OrchestratorService defaults */
   readonly orchestrator?: OrchestratorOptions;
 }
@@ -42,13 +50,13 @@ export interface ControlStackProps extends StackProps {
 export class ControlStack extends Stack {
   readonly functions: ControlFunctions | undefined;
   readonly rules: CatalogueRules | undefined;
+  /** The schedule that makes alerts redeliver its dead letters (store=dynamodb). */
+  readonly redelivery: events.Rule | undefined;
   readonly orchestrator: OrchestratorService | undefined;
 
   constructor(scope: Construct, id: string, props: ControlStackProps) {
     super(scope, id, props);
     const { network, state, gateways, alerting } = props;
-    const topic = alerting.alerting.topic;
-    const topicKey = alerting.alerting.key;
     if (props.store === 'dynamodb') {
       this.functions = new ControlFunctions(this, 'Functions', {
         vpc: network.vpc,
@@ -57,8 +65,6 @@ export class ControlStack extends Stack {
         store: state.storeWiring,
         bus: state.bus.wiring,
         keys: gateways.keys,
-        alertTopic: topic,
-        alertTopicKey: topicKey,
         ...(props.functions === undefined ? {} : { functions: props.functions }),
         ...(props.bundling === undefined ? {} : { bundling: props.bundling }),
       });
@@ -71,6 +77,14 @@ export class ControlStack extends Stack {
           gatewayTaskGroup: `service:${gateways.gateway.serviceName}`,
         },
       });
+      // A scheduled event makes alerts send what it dead-lettered again (functions/alerts).
+      this.redelivery = new events.Rule(this, 'AlertsRedelivery', {
+        description: 'streamheal alerts: send dead-lettered alerts again',
+        schedule: events.Schedule.rate(
+          props.alertsRedeliveryInterval ?? functionsDefaults().alertsRedeliveryInterval,
+        ),
+      });
+      this.redelivery.addTarget(alerts.eventTarget());
       this.orchestrator = undefined;
     } else {
       this.orchestrator = new OrchestratorService(this, 'Orchestrator', {
@@ -83,11 +97,10 @@ export class ControlStack extends Stack {
         // The etcd store and bus; the EventBridge bus only to forward decisions to alerting.
         wiring: combine(state.bus.wiring, state.storeWiring),
         keyRing: gateways.keys.keyRing,
-        alertTopic: topic,
-        alertTopicKey: topicKey,
       });
       this.functions = undefined;
       this.rules = undefined;
+      this.redelivery = undefined;
     }
   }
 }

@@ -10,7 +10,7 @@ import { EtcdCluster, type EtcdClusterOptions } from '../constructs/EtcdCluster.
 import type { StreamhealNetwork } from '../constructs/Network.js';
 import { StreamhealTables, type StreamhealTablesProps } from '../constructs/StreamhealTables.js';
 import type { Wiring } from '../constructs/wiring.js';
-import type { StoreKind } from '../defaults.js';
+import { historyDefaults, type HistoryDefaults, type StoreKind } from '../defaults.js';
 
 export interface StateStackProps extends StackProps {
   readonly store: StoreKind;
@@ -21,13 +21,15 @@ export interface StateStackProps extends StackProps {
   readonly etcd?: EtcdClusterOptions;
   /** @default 'streamheal' */
   readonly eventBusName?: string;
+  /** Channel history bounds, the same for every process. @default historyDefaults() */
+  readonly history?: Partial<HistoryDefaults>;
 }
 
 export class StateStack extends Stack {
   readonly bus: ControlBus;
   readonly tables: StreamhealTables | undefined;
   readonly etcd: EtcdCluster | undefined;
-  /** Store and bus variables and grants for gateways and the decision path. */
+  /** Store variables (history bounds included) and grants for gateways and the decision path. */
   readonly storeWiring: Wiring;
 
   constructor(scope: Construct, id: string, props: StateStackProps) {
@@ -35,12 +37,17 @@ export class StateStack extends Stack {
     this.bus = new ControlBus(this, 'Events', {
       ...(props.eventBusName === undefined ? {} : { eventBusName: props.eventBusName }),
     });
+    const history = { ...historyDefaults(), ...props.history };
+    const limits = {
+      STREAMHEAL_HISTORY_MAX_COUNT: String(history.maxCount),
+      STREAMHEAL_HISTORY_MAX_AGE_MS: String(history.maxAgeMs),
+    };
     if (props.store === 'dynamodb') {
       const tables = new StreamhealTables(this, 'Tables', props.tables);
       this.tables = tables;
       this.etcd = undefined;
       this.storeWiring = {
-        environment: { STREAMHEAL_STORE: 'dynamodb', ...tables.environment },
+        environment: { STREAMHEAL_STORE: 'dynamodb', ...tables.environment, ...limits },
         grant: (grantee) => tables.grantReadWrite(grantee),
       };
     } else {
@@ -53,7 +60,8 @@ export class StateStack extends Stack {
         ...props.etcd,
       });
       this.tables = undefined;
-      this.storeWiring = this.etcd.wiring;
+      const etcd = this.etcd.wiring;
+      this.storeWiring = { environment: { ...etcd.environment, ...limits }, grant: etcd.grant };
     }
   }
 }

@@ -58,10 +58,10 @@ describe('Alerting', () => {
     const patterns = rules.map(
       ([, rule]) => (rule.Properties as { EventPattern: Record<string, unknown> }).EventPattern,
     );
-    // generic + Slack: the whole alerts entry; PagerDuty: trigger and resolve subsets of it.
+    // topic, generic, Slack: the whole alerts entry; PagerDuty: trigger and resolve subsets of it.
     expect(
       patterns.filter((p) => JSON.stringify(p) === JSON.stringify(entry.pattern)),
-    ).toHaveLength(2);
+    ).toHaveLength(3);
     const all = (entry.pattern['detail-type'] as string[]) ?? [];
     for (const subset of [PAGE_ON, RESOLVE_ON]) {
       const match = patterns.find(
@@ -73,10 +73,10 @@ describe('Alerting', () => {
     expect(Object.values(DecisionEvents)).toEqual(all);
   });
 
-  it('retries every destination and dead-letters what it cannot deliver', () => {
+  it('retries every destination and the topic, and dead-letters what it cannot deliver', () => {
     const defaults = alertingDefaults();
     const rules = resourcesOf(synth.template(synth.stacks.alerting), 'AWS::Events::Rule');
-    expect(rules).toHaveLength(4);
+    expect(rules).toHaveLength(5);
     for (const [, rule] of rules) {
       const [target] = (rule.Properties as { Targets: Array<Record<string, unknown>> }).Targets;
       expect(target).toMatchObject({
@@ -112,9 +112,21 @@ describe('Alerting', () => {
     });
   });
 
-  it('creates no destinations without receivers', () => {
+  it('feeds decision events to the topic even without receivers', () => {
     const plain = synthStreamheal('dynamodb');
-    plain.template(plain.stacks.alerting).resourceCountIs('AWS::Events::ApiDestination', 0);
-    plain.template(plain.stacks.alerting).resourceCountIs('AWS::SNS::Topic', 1);
+    const template = plain.template(plain.stacks.alerting);
+    template.resourceCountIs('AWS::Events::ApiDestination', 0);
+    template.resourceCountIs('AWS::SNS::Topic', 1);
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: alertsEntry().pattern,
+      Targets: [
+        Match.objectLike({
+          Arn: { Ref: Match.stringLikeRegexp('Topic') },
+          InputTransformer: Match.objectLike({
+            InputPathsMap: Match.objectLike({ 'detail-type': '$.detail-type' }),
+          }),
+        }),
+      ],
+    });
   });
 });

@@ -64,7 +64,7 @@ describe('GatewayService', () => {
     const drain = drainDefaults();
     const [gateway] = containers(dynamo).filter((c) => c.Name === GATEWAY_CONTAINER);
     expect(gateway!.StopTimeout).toBe(120);
-    const drainMs = Number(env(gateway!).STREAMHEAL_DRAIN_TIMEOUT_MS);
+    const drainMs = Number(env(gateway!).STREAMHEAL_DRAIN_MS);
     expect(drainMs).toBe(drain.drainTimeout.toMilliseconds());
     expect(drainMs).toBeLessThan(gateway!.StopTimeout! * 1000);
     expect(drainMs).toBeGreaterThan(drain.deregistrationDelay.toMilliseconds());

@@ -4,7 +4,7 @@
  * gateway image is a registry reference instead of a Docker build, and handlers default to a
  * stand-in (tests that look inside the real bundles use the real entries).
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Stack } from 'aws-cdk-lib';
@@ -21,6 +21,17 @@ import {
 
 export const STAND_IN_HANDLER = 'test/infra/fixtures/handler.ts';
 
+/** Every synth of this test process writes under one temporary folder, removed at exit. */
+let outputRoot: string | undefined;
+function outputFolder(name: string): string {
+  if (!outputRoot) {
+    const root = mkdtempSync(join(tmpdir(), 'streamheal-cdk-'));
+    outputRoot = root;
+    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
+  }
+  return mkdtempSync(join(outputRoot, `${name}-`));
+}
+
 export interface SynthOptions {
   /** Run esbuild for the Lambdas (slow: do it once per file at most). @default false */
   bundle?: boolean;
@@ -28,6 +39,8 @@ export interface SynthOptions {
   realHandlers?: boolean;
   /** Run cdk-nag. @default false */
   nag?: boolean;
+  /** Build the gateway image asset from the Dockerfile (staged only; no Docker). @default false */
+  realImage?: boolean;
   props?: StreamhealAppProps;
 }
 
@@ -39,7 +52,7 @@ export interface Synthesized {
 }
 
 export function synthStreamheal(store: StoreKind, options: SynthOptions = {}): Synthesized {
-  const outdir = mkdtempSync(join(tmpdir(), `streamheal-cdk-${store}-`));
+  const outdir = outputFolder(store);
   const app = new App({
     outdir,
     context: options.bundle ? {} : { 'aws:cdk:bundling-stacks': [] },
@@ -54,7 +67,9 @@ export function synthStreamheal(store: StoreKind, options: SynthOptions = {}): S
         ]),
       );
   const stacks = buildStreamheal(app, {
-    image: ecs.ContainerImage.fromRegistry('example.invalid/streamheal-gateway:test'),
+    ...(options.realImage
+      ? {}
+      : { image: ecs.ContainerImage.fromRegistry('example.invalid/streamheal-gateway:test') }),
     ...props,
     store,
     ...(functions ? { functions } : {}),
