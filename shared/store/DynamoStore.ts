@@ -28,6 +28,7 @@ import {
   type CreateTablesResult,
   type DynamoTableNames,
 } from './dynamo/schema.js';
+import { checkPositive } from './checks.js';
 import { listenerErrorReporter } from './Mailbox.js';
 import {
   DEFAULT_HISTORY_LIMITS,
@@ -103,7 +104,7 @@ export class DynamoStore implements StateStore {
     this.client = options.client ?? createDynamoClient(options, this.callStats);
     const caller = new DynamoCaller(
       this.client,
-      positive(options.operationTimeoutMs ?? 5_000, 'operationTimeoutMs'),
+      checkPositive(options.operationTimeoutMs ?? 5_000, 'operationTimeoutMs'),
       this.closing.signal,
       this.callStats,
     );
@@ -122,15 +123,15 @@ export class DynamoStore implements StateStore {
       void task.finally(() => this.pending.delete(task));
     };
     const limits = options.limits ?? DEFAULT_HISTORY_LIMITS;
-    positive(limits.maxCount, 'limits.maxCount');
-    positive(limits.maxAgeMs, 'limits.maxAgeMs');
+    checkPositive(limits.maxCount, 'limits.maxCount');
+    checkPositive(limits.maxAgeMs, 'limits.maxAgeMs');
     this.logs = new DynamoChannelLog({
       caller,
       tables: this.tables,
       limits,
-      pollIntervalMs: positive(options.pollIntervalMs ?? 50, 'pollIntervalMs'),
-      pageSize: positive(options.pageSize ?? 500, 'pageSize'),
-      holeGraceMs: positive(options.holeGraceMs ?? 2_000, 'holeGraceMs'),
+      pollIntervalMs: checkPositive(options.pollIntervalMs ?? 50, 'pollIntervalMs'),
+      pageSize: checkPositive(options.pageSize ?? 500, 'pageSize'),
+      holeGraceMs: checkPositive(options.holeGraceMs ?? 2_000, 'holeGraceMs'),
       consistentPolls: options.consistentPolls ?? true,
       ttlMarginMs: options.ttlMarginMs ?? 3_600_000,
       now,
@@ -141,7 +142,10 @@ export class DynamoStore implements StateStore {
     this.records = new DynamoRecords({
       caller,
       tables: this.tables,
-      recordPollIntervalMs: positive(options.recordPollIntervalMs ?? 200, 'recordPollIntervalMs'),
+      recordPollIntervalMs: checkPositive(
+        options.recordPollIntervalMs ?? 200,
+        'recordPollIntervalMs',
+      ),
       recordShards: options.recordShards ?? {},
       leaseCacheMs: options.leaseCacheMs ?? 1_000,
       now,
@@ -329,11 +333,4 @@ export function dynamoOptionsFromEnv(env: Record<string, string | undefined>): D
     }
   }
   return options;
-}
-
-function positive(value: number, name: string): number {
-  if (!Number.isFinite(value) || value <= 0) {
-    throw new StreamhealError('invalid_argument', `${name} must be a positive number`);
-  }
-  return value;
 }

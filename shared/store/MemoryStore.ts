@@ -18,8 +18,10 @@ import {
   StoreUnavailableError,
   StreamhealError,
 } from '../errors.js';
+import { checkChannel, checkKey, checkLimit, checkPosition, checkPositive } from './checks.js';
 import { listenerErrorReporter, Mailbox } from './Mailbox.js';
 import {
+  byKey,
   DEFAULT_HISTORY_LIMITS,
   type ChannelMessage,
   type ChannelSummary,
@@ -129,9 +131,7 @@ export class MemoryStore implements StateStore {
   async read(channel: string, after: number, limit: number): Promise<HistoryPage> {
     this.checkOpen();
     checkPosition(after);
-    if (!Number.isInteger(limit) || limit < 0) {
-      throw new StreamhealError('invalid_argument', `limit must be a whole number >= 0`);
-    }
+    checkLimit(limit);
     const log = this.logs.get(channel);
     if (log === undefined) return { messages: [], oldest: 1, latest: 0 };
     this.trim(log, this.now());
@@ -200,9 +200,7 @@ export class MemoryStore implements StateStore {
   private log(channel: string): ChannelLog {
     let log = this.logs.get(channel);
     if (log === undefined) {
-      if (typeof channel !== 'string' || channel.length === 0) {
-        throw new StreamhealError('invalid_argument', 'channel must be a non-empty string');
-      }
+      checkChannel(channel);
       log = { name: channel, latest: 0, messages: [], start: 0, watchers: new Set() };
       this.logs.set(channel, log);
     }
@@ -237,9 +235,7 @@ export class MemoryStore implements StateStore {
 
   async put(key: string, value: unknown, options: PutOptions = {}): Promise<number> {
     this.checkOpen();
-    if (typeof key !== 'string' || key.length === 0) {
-      throw new StreamhealError('invalid_argument', 'key must be a non-empty string');
-    }
+    checkKey(key);
     this.sweep();
     const current = this.records.get(key);
     if (options.ifVersion !== undefined && (current?.record.version ?? 0) !== options.ifVersion) {
@@ -250,7 +246,7 @@ export class MemoryStore implements StateStore {
       lease = this.leases.get(options.lease);
       if (lease === undefined) throw new LeaseExpiredError(options.lease);
     }
-    if (options.ttlMs !== undefined) checkDuration(options.ttlMs, 'ttlMs');
+    if (options.ttlMs !== undefined) checkPositive(options.ttlMs, 'ttlMs');
     const version = ++this.revision;
     const record: StoredRecord =
       lease === undefined
@@ -311,7 +307,7 @@ export class MemoryStore implements StateStore {
 
   async grantLease(ttlMs: number): Promise<string> {
     this.checkOpen();
-    checkDuration(ttlMs, 'ttlMs');
+    checkPositive(ttlMs, 'ttlMs');
     this.sweep();
     const id = `${this.leasePrefix}-${(++this.leaseSeq).toString(36)}`;
     const lease: Lease = { id, ttlMs, expiresAt: this.now() + ttlMs, keys: new Set() };
@@ -425,22 +421,6 @@ export class MemoryStore implements StateStore {
 function oldestOf(log: ChannelLog): number {
   const first = log.messages[log.start];
   return first === undefined ? log.latest + 1 : first.position;
-}
-
-function checkPosition(position: number): void {
-  if (!Number.isSafeInteger(position) || position < 0) {
-    throw new StreamhealError('invalid_argument', `position must be a whole number >= 0`);
-  }
-}
-
-function checkDuration(ms: number, name: string): void {
-  if (!Number.isFinite(ms) || ms <= 0) {
-    throw new StreamhealError('invalid_argument', `${name} must be a positive number`);
-  }
-}
-
-function byKey(a: StoredRecord, b: StoredRecord): number {
-  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
 
 function heapPush(heap: Deadline[], item: Deadline): void {

@@ -112,3 +112,8 @@ export interface StateStore {
 
   close(): Promise<void>;
 }
+
+/** The order list() answers in, the same in every adapter: by key. */
+export function byKey(a: StoredRecord, b: StoredRecord): number {
+  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+}

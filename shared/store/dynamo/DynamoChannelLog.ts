@@ -43,6 +43,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { fullJitterBackoff } from '../../backoff.js';
 import { StoreUnavailableError, StreamhealError } from '../../errors.js';
+import { checkChannel, checkLimit, checkPosition } from '../checks.js';
 import type {
   ChannelMessage,
   ChannelSummary,
@@ -142,7 +143,7 @@ export class DynamoChannelLog {
     data: unknown,
     trace?: Record<string, string>,
   ): Promise<ChannelMessage> {
-    checkChannel(channel);
+    checkChannel(channel, MAX_CHANNEL_BYTES);
     const encodedData = data === undefined ? undefined : encodeJson(data, 'data');
     const encodedTrace = trace === undefined ? undefined : encodeJson(trace, 'trace');
     const size =
@@ -251,10 +252,8 @@ export class DynamoChannelLog {
 
   async read(channel: string, after: number, limit: number): Promise<HistoryPage> {
     checkPosition(after);
-    if (!Number.isInteger(limit) || limit < 0) {
-      throw new StreamhealError('invalid_argument', `limit must be a whole number >= 0`);
-    }
-    checkChannel(channel);
+    checkLimit(limit);
+    checkChannel(channel, MAX_CHANNEL_BYTES);
     for (;;) {
       const head = await this.head(channel, true);
       if (head === undefined) return { messages: [], oldest: 1, latest: 0 };
@@ -325,7 +324,7 @@ export class DynamoChannelLog {
     after: number | undefined,
     listener: (event: ChannelWatchEvent) => void,
   ): Promise<ChannelWatch> {
-    checkChannel(channel);
+    checkChannel(channel, MAX_CHANNEL_BYTES);
     if (after !== undefined) checkPosition(after);
     const latest = (await this.head(channel, true))?.latest ?? 0;
     if (after !== undefined && after > latest) {
@@ -878,24 +877,6 @@ function encodeJson(value: unknown, what: string): string {
     throw new StreamhealError('invalid_argument', `${what} is not JSON (${typeof value})`);
   }
   return encoded;
-}
-
-function checkChannel(channel: string): void {
-  if (typeof channel !== 'string' || channel.length === 0) {
-    throw new StreamhealError('invalid_argument', 'channel must be a non-empty string');
-  }
-  if (Buffer.byteLength(channel) > MAX_CHANNEL_BYTES) {
-    throw new StreamhealError(
-      'invalid_argument',
-      `channel names are limited to ${MAX_CHANNEL_BYTES} bytes`,
-    );
-  }
-}
-
-function checkPosition(position: number): void {
-  if (!Number.isSafeInteger(position) || position < 0) {
-    throw new StreamhealError('invalid_argument', `position must be a whole number >= 0`);
-  }
 }
 
 function sleep(ms: number): Promise<void> {

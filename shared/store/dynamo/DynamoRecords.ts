@@ -43,8 +43,15 @@ import {
   StoreUnavailableError,
   StreamhealError,
 } from '../../errors.js';
+import { checkKey, checkPositive } from '../checks.js';
 import { Mailbox } from '../Mailbox.js';
-import type { PutOptions, RecordWatchEvent, StoredRecord, Watch } from '../StateStore.js';
+import {
+  byKey,
+  type PutOptions,
+  type RecordWatchEvent,
+  type StoredRecord,
+  type Watch,
+} from '../StateStore.js';
 import { isConditionFailure, type DynamoCaller } from './client.js';
 import { A, LEASE_INDEX, type DynamoTableNames } from './schema.js';
 
@@ -92,7 +99,7 @@ export class DynamoRecords {
   // ---------------------------------------------------------------- records
 
   async get<T = unknown>(key: string): Promise<StoredRecord<T> | undefined> {
-    checkKey(key);
+    checkKey(key, MAX_KEY_BYTES);
     const item = await this.getItem(key);
     if (item === undefined) return undefined;
     if (!(await this.isLive(item))) {
@@ -103,8 +110,8 @@ export class DynamoRecords {
   }
 
   async put(key: string, value: unknown, options: PutOptions = {}): Promise<number> {
-    checkKey(key);
-    if (options.ttlMs !== undefined) checkDuration(options.ttlMs, 'ttlMs');
+    checkKey(key, MAX_KEY_BYTES);
+    if (options.ttlMs !== undefined) checkPositive(options.ttlMs, 'ttlMs');
     if (
       options.ifVersion !== undefined &&
       (!Number.isSafeInteger(options.ifVersion) || options.ifVersion < 0)
@@ -234,7 +241,7 @@ export class DynamoRecords {
   }
 
   async delete(key: string, options: { ifVersion?: number } = {}): Promise<boolean> {
-    checkKey(key);
+    checkKey(key, MAX_KEY_BYTES);
     if (options.ifVersion === undefined) {
       const out = await this.send<DeleteItemCommandOutput>(
         new DeleteItemCommand({
@@ -383,7 +390,7 @@ export class DynamoRecords {
   // ---------------------------------------------------------------- leases
 
   async grantLease(ttlMs: number): Promise<string> {
-    checkDuration(ttlMs, 'ttlMs');
+    checkPositive(ttlMs, 'ttlMs');
     const id = randomUUID();
     const now = this.options.now();
     const expiresAt = now + ttlMs;
@@ -803,25 +810,6 @@ function encodeJson(value: unknown): string {
     throw new StreamhealError('invalid_argument', `record value is not JSON (${typeof value})`);
   }
   return encoded;
-}
-
-function checkKey(key: string): void {
-  if (typeof key !== 'string' || key.length === 0) {
-    throw new StreamhealError('invalid_argument', 'key must be a non-empty string');
-  }
-  if (Buffer.byteLength(key) > MAX_KEY_BYTES) {
-    throw new StreamhealError('invalid_argument', `keys are limited to ${MAX_KEY_BYTES} bytes`);
-  }
-}
-
-function checkDuration(ms: number, name: string): void {
-  if (!Number.isFinite(ms) || ms <= 0) {
-    throw new StreamhealError('invalid_argument', `${name} must be a positive number`);
-  }
-}
-
-function byKey(a: StoredRecord, b: StoredRecord): number {
-  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
 
 function sleep(ms: number): Promise<void> {

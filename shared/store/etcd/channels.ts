@@ -24,6 +24,7 @@ import { randomBytes } from 'node:crypto';
 import type { IKeyValue, IRangeRequest, IRequestOp, ITxnResponse } from 'etcd3';
 import { EtcdLeaseInvalidError } from 'etcd3';
 import { StoreUnavailableError, StreamhealError } from '../../errors.js';
+import { checkChannel, checkLimit, checkPosition } from '../checks.js';
 import { Mailbox } from '../Mailbox.js';
 import type {
   ChannelMessage,
@@ -313,9 +314,7 @@ export class ChannelLogs {
   async read(channel: string, after: number, limit: number): Promise<HistoryPage> {
     checkChannel(channel);
     checkPosition(after);
-    if (!Number.isInteger(limit) || limit < 0) {
-      throw new StreamhealError('invalid_argument', 'limit must be a whole number >= 0');
-    }
+    checkLimit(limit);
     const from = after + 1;
     const ops: IRequestOp[] = [
       { request_range: { key: Buffer.from(this.keys.head(channel)) } },
@@ -815,16 +814,4 @@ function decode(channel: string, kv: IKeyValue): ChannelMessage {
 
 function latestOf(kv: IKeyValue | undefined): number {
   return kv === undefined ? 0 : Number(kv.value.toString());
-}
-
-function checkChannel(channel: string): void {
-  if (typeof channel !== 'string' || channel.length === 0) {
-    throw new StreamhealError('invalid_argument', 'channel must be a non-empty string');
-  }
-}
-
-function checkPosition(position: number): void {
-  if (!Number.isSafeInteger(position) || position < 0) {
-    throw new StreamhealError('invalid_argument', 'position must be a whole number >= 0');
-  }
 }

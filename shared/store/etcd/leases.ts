@@ -13,7 +13,8 @@
  */
 import type { IDuplexStream, ILeaseKeepAliveRequest, ILeaseKeepAliveResponse } from 'etcd3';
 import { castGrpcError, EtcdLeaseInvalidError } from 'etcd3';
-import { LeaseExpiredError, StreamhealError } from '../../errors.js';
+import { LeaseExpiredError } from '../../errors.js';
+import { checkPositive } from '../checks.js';
 import { TransientError, type EtcdConnection } from './connection.js';
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
@@ -24,10 +25,7 @@ interface Waiter {
 }
 
 export function ttlSeconds(ttlMs: number): number {
-  if (!Number.isFinite(ttlMs) || ttlMs <= 0) {
-    throw new StreamhealError('invalid_argument', 'ttlMs must be a positive number');
-  }
-  return Math.max(1, Math.ceil(ttlMs / 1_000));
+  return Math.max(1, Math.ceil(checkPositive(ttlMs, 'ttlMs') / 1_000));
 }
 
 /** A lease id as etcd wants it, or LeaseExpiredError for anything that cannot be one. */

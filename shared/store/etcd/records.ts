@@ -9,8 +9,15 @@ import { randomBytes } from 'node:crypto';
 import type { IKeyValue, ITxnResponse } from 'etcd3';
 import { EtcdLeaseInvalidError } from 'etcd3';
 import { ConditionFailedError, LeaseExpiredError, StreamhealError } from '../../errors.js';
+import { checkKey } from '../checks.js';
 import { Mailbox } from '../Mailbox.js';
-import type { PutOptions, RecordWatchEvent, StoredRecord, Watch } from '../StateStore.js';
+import {
+  byKey,
+  type PutOptions,
+  type RecordWatchEvent,
+  type StoredRecord,
+  type Watch,
+} from '../StateStore.js';
 import { sleep, type EtcdConnection } from './connection.js';
 import { prefixEnd, type KeyLayout } from './keys.js';
 import { leaseId, ttlSeconds, type TtlLeases } from './leases.js';
@@ -284,14 +291,4 @@ function parse(kv: IKeyValue): Envelope {
     // Written by something else than streamheal: hand the text over as it is.
     return { w: '', v: text };
   }
-}
-
-function checkKey(key: string): void {
-  if (typeof key !== 'string' || key.length === 0) {
-    throw new StreamhealError('invalid_argument', 'key must be a non-empty string');
-  }
-}
-
-function byKey(a: StoredRecord, b: StoredRecord): number {
-  return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
 }
