@@ -155,7 +155,6 @@ export function buildStreamheal(
     network: network.network,
     state,
     gateways,
-    alerting,
     image,
     cpuArchitecture: architecture,
     ...(props.functions ? { functions: props.functions } : {}),

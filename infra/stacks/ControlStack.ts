@@ -24,7 +24,6 @@ import {
   type CpuArchitectureName,
   type StoreKind,
 } from '../defaults.js';
-import type { AlertingStack } from './AlertingStack.js';
 import type { GatewayStack } from './GatewayStack.js';
 import type { StateStack } from './StateStack.js';
 
@@ -33,7 +32,6 @@ export interface ControlStackProps extends StackProps {
   readonly network: StreamhealNetwork;
   readonly state: StateStack;
   readonly gateways: GatewayStack;
-  readonly alerting: AlertingStack;
   /** The orchestrator runs on the gateway image. */
   readonly image: ecs.ContainerImage;
   readonly cpuArchitecture: CpuArchitectureName;
@@ -56,7 +54,7 @@ export class ControlStack extends Stack {
 
   constructor(scope: Construct, id: string, props: ControlStackProps) {
     super(scope, id, props);
-    const { network, state, gateways, alerting } = props;
+    const { network, state, gateways } = props;
     if (props.store === 'dynamodb') {
       this.functions = new ControlFunctions(this, 'Functions', {
         vpc: network.vpc,
