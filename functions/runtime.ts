@@ -70,3 +70,12 @@ export async function drainBus(deps: ControlDeps, timeoutMs = 10_000): Promise<v
     deps.logger.error({ timeoutMs }, 'decision events not yet accepted by the bus when returning');
   }
 }
+
+/** Closes what `lambdaDeps` made (tests; a Lambda runtime just freezes). */
+export async function closeLambdaDeps(): Promise<void> {
+  const deps = lambda;
+  lambda = undefined;
+  if (!deps) return;
+  await deps.bus.close();
+  await deps.store.close();
+}

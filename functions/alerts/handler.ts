@@ -5,7 +5,8 @@
  * Entries: a decision event (EventBridge rule `streamheal-alerts-decisions`, or the local
  * router) is delivered; a scheduled event (`source: aws.events`, `Scheduled Event`) or
  * `{ "action": "redeliver" }` sends the dead letters again. Targets come from
- * STREAMHEAL_ALERT_TARGETS / STREAMHEAL_ALERT_TARGETS_FILE (none by default).
+ * STREAMHEAL_ALERT_TARGETS / STREAMHEAL_ALERT_TARGETS_FILE (none by default); retries from
+ * STREAMHEAL_ALERT_MAX_ATTEMPTS, _BACKOFF_BASE_MS, _TIMEOUT_MS (alertDeliveryFromEnv).
  */
 import type { EventBridgeEvent } from '../../shared/bus/eventBridgeEntry.js';
 import { fromEventBridgeEvent } from '../../shared/bus/eventBridgeEntry.js';
@@ -17,7 +18,7 @@ import {
   type DeliveryReport,
   type RedeliveryReport,
 } from '../../shared/control/alerts/AlertDelivery.js';
-import { alertTargetsFromEnv } from '../../shared/control/alerts/targets.js';
+import { alertDeliveryFromEnv, alertTargetsFromEnv } from '../../shared/control/alerts/targets.js';
 import { lambdaDeps } from '../runtime.js';
 
 export type AlertDeps = AlertDeliveryOptions;
@@ -55,7 +56,12 @@ export async function handler(
   input: AlertsInput,
 ): Promise<DeliveryReport[] | RedeliveryReport> {
   const base = lambdaDeps('alerts');
-  lambda ??= { store: base.store, logger: base.logger, targets: alertTargetsFromEnv() };
+  lambda ??= {
+    store: base.store,
+    logger: base.logger,
+    targets: alertTargetsFromEnv(),
+    ...alertDeliveryFromEnv(),
+  };
   if ('action' in input || (input.source === 'aws.events' && input['detail-type'] === 'Scheduled Event')) {
     return redeliverAlerts(lambda);
   }

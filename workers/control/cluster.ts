@@ -2,21 +2,37 @@
  * The local cluster (`streamheal start`): one control process holding the embedded store and
  * bus, served to the gateways over the control link, and a Supervisor keeping N gateway
  * processes running on fixed ports.
+ *
+ * With `backends` naming etcd (or DynamoDB) instead, the store is that cluster (those tables):
+ * the gateways use it directly, the control process serves status and the link over it, and on
+ * etcd a second Supervisor keeps orchestrator processes running, which then run the functions
+ * (docs/self-hosted.md).
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { catalogue } from '../../shared/bus/catalogue.js';
-import { InProcessBus } from '../../shared/bus/InProcessBus.js';
 import { routeCatalogue } from '../../shared/bus/router.js';
-import { alertTargetsFromEnv, type AlertTarget } from '../../shared/control/alerts/targets.js';
+import {
+  alertDeliveryFromEnv,
+  alertTargetsFromEnv,
+  type AlertTarget,
+} from '../../shared/control/alerts/targets.js';
 import { watchNodeLeases, type LeaseWatch } from '../../shared/control/leaseWatch.js';
 import { alertsRunner, redeliverAlerts, type AlertDeps } from '../../functions/alerts/handler.js';
 import { decideRunner } from '../../functions/decide/handler.js';
 import { nodeLostRunner } from '../../functions/nodeLost/handler.js';
 import type { ControlDeps } from '../../functions/runtime.js';
-import { MemoryStore } from '../../shared/store/MemoryStore.js';
+import type { EventBus } from '../../shared/bus/EventBus.js';
+import type { StateStore } from '../../shared/store/StateStore.js';
 import { DEFAULT_HISTORY_LIMITS, type HistoryLimits } from '../../shared/store/StateStore.js';
+import {
+  childBackendEnv,
+  openBackends,
+  type BackendConfig,
+  type Backends,
+} from '../backends.js';
+import { orchestratorChildren } from '../orchestrator/children.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 import { clusterFilePath, removeClusterFile, writeClusterFile } from './clusterFile.js';
 import { ControlServer, LINK_PATH } from './ControlServer.js';
@@ -62,6 +78,20 @@ export interface ClusterOptions {
   alertTargets?: AlertTarget[];
   /** How often dead-lettered alerts are sent again. @default $STREAMHEAL_ALERT_REDELIVER_MS, else 30_000 */
   alertRedeliverMs?: number;
+  /**
+   * Store and bus (workers/backends.ts): `memory` + `inprocess` (embedded), `etcd` + `etcd`, or
+   * `dynamodb` + `inprocess`. `historyLimits` overrides its limits. @default embedded
+   */
+  backends?: BackendConfig;
+  /**
+   * Orchestrator processes (etcd only); when there are any, they run the functions and this
+   * process does not. @default 2 with etcd, else 0
+   */
+  orchestrators?: number;
+  /** Port of `orchestrator-1`; the others follow. @default controlPort + 1 */
+  orchestratorPortBase?: number;
+  /** @default the compiled orchestrator entry, ../orchestrator/main.js */
+  orchestratorScript?: string;
 }
 
 export interface GatewayEndpoints {
@@ -79,13 +109,16 @@ export class ClusterConfigError extends Error {}
 export class LocalCluster {
   readonly control: ControlServer;
   readonly supervisor: Supervisor;
+  /** The orchestrators' supervisor (etcd); they are not gateways, so it publishes no exits. */
+  readonly orchestrators: Supervisor | undefined;
   readonly gateways: GatewayEndpoints[];
   readonly publishKey: string;
   private readonly clusterSecret: string;
   /** Path of the cluster file (written once every gateway is ready), if any. */
   readonly clusterFile: string | undefined;
-  private readonly store: MemoryStore;
-  private readonly bus: InProcessBus;
+  private readonly backends: Backends;
+  private readonly store: StateStore;
+  private readonly bus: EventBus;
   private readonly logger: Logger;
   private stopping?: Promise<void>;
   private fileWritten = false;
@@ -115,21 +148,47 @@ export class LocalCluster {
       options.clusterFile === false ? undefined : (options.clusterFile ?? clusterFilePath());
     this.logger = options.logger;
 
-    this.store = new MemoryStore({
-      limits: options.historyLimits ?? {
-        maxCount: positiveInt(env.STREAMHEAL_HISTORY_MAX_COUNT) ?? DEFAULT_HISTORY_LIMITS.maxCount,
-        maxAgeMs: positiveInt(env.STREAMHEAL_HISTORY_MAX_AGE_MS) ?? DEFAULT_HISTORY_LIMITS.maxAgeMs,
-      },
-    });
-    this.bus = new InProcessBus({
+    const limits = options.historyLimits ?? {
+      maxCount: positiveInt(env.STREAMHEAL_HISTORY_MAX_COUNT) ?? DEFAULT_HISTORY_LIMITS.maxCount,
+      maxAgeMs: positiveInt(env.STREAMHEAL_HISTORY_MAX_AGE_MS) ?? DEFAULT_HISTORY_LIMITS.maxAgeMs,
+    };
+    const backends: BackendConfig = options.backends
+      ? { ...options.backends, ...(options.historyLimits ? { limits } : {}) }
+      : { store: 'memory', bus: 'inprocess', limits, env };
+    const shape = `${backends.store}+${backends.bus}`;
+    if (!['memory+inprocess', 'etcd+etcd', 'dynamodb+inprocess'].includes(shape)) {
+      throw new ClusterConfigError(
+        `a local cluster runs on the embedded store, etcd (with the etcd bus) or DynamoDB (with ` +
+          `the in-process bus), not store ${backends.store} with bus ${backends.bus}`,
+      );
+    }
+    const orchestrators = options.orchestrators ?? (backends.store === 'etcd' ? 2 : 0);
+    if (!Number.isInteger(orchestrators) || orchestrators < 0) {
+      throw new ClusterConfigError(`invalid orchestrator count ${orchestrators}`);
+    }
+    if (orchestrators > 0 && backends.store !== 'etcd') {
+      throw new ClusterConfigError('orchestrators need the etcd store and bus');
+    }
+    const orchestratorPortBase = options.orchestratorPortBase ?? controlPort + 1;
+    if (orchestrators > 0) {
+      validatePorts(orchestratorPortBase, orchestrators, [
+        [controlPort, controlPort, 'the control port'],
+        [portBase, portBase + count - 1, 'the gateway ports'],
+      ]);
+    }
+    this.backends = openBackends(backends, {
+      logger: this.logger,
       onHandlerError: (error, event) =>
         this.logger.error({ err: error, event: event.id }, 'bus handler failed'),
     });
+    this.store = this.backends.store;
+    this.bus = this.backends.bus;
     this.controlDeps = { store: this.store, bus: this.bus, logger: this.logger };
     this.alertDeps = {
       store: this.store,
       logger: this.logger,
       targets: options.alertTargets ?? alertTargetsFromEnv(env),
+      ...alertDeliveryFromEnv(env),
     };
     this.alertRedeliverMs =
       options.alertRedeliverMs ?? positiveInt(env.STREAMHEAL_ALERT_REDELIVER_MS) ?? 30_000;
@@ -153,10 +212,11 @@ export class LocalCluster {
       store: this.store,
       bus: this.bus,
       logger: this.logger,
-      processes: () => this.supervisor.status(),
+      processes: () => [...this.supervisor.status(), ...(this.orchestrators?.status() ?? [])],
     });
     const script =
       options.gatewayScript ?? fileURLToPath(new URL('../gateway/main.js', import.meta.url));
+    const linkUrl = `ws://${host}:${controlPort}${LINK_PATH}`;
     this.supervisor = new Supervisor({
       logger: this.logger,
       bus: this.bus,
@@ -172,13 +232,27 @@ export class LocalCluster {
           STREAMHEAL_NODE_ID: name,
           STREAMHEAL_HOST: host,
           STREAMHEAL_PORT: String(port),
-          STREAMHEAL_STORE: 'link',
-          STREAMHEAL_CONTROL_URL: `ws://${host}:${controlPort}${LINK_PATH}`,
+          ...childBackendEnv(backends, { url: linkUrl, secret: clusterSecret }),
           STREAMHEAL_CLUSTER_SECRET: clusterSecret,
           STREAMHEAL_PUBLISH_KEY: publishKey,
         },
       })),
     });
+    this.orchestrators =
+      orchestrators > 0
+        ? new Supervisor({
+            logger: this.logger,
+            output: options.output,
+            readyTimeoutMs: options.readyTimeoutMs,
+            children: orchestratorChildren({
+              count: orchestrators,
+              host,
+              portBase: orchestratorPortBase,
+              env: childBackendEnv(backends, { url: linkUrl, secret: clusterSecret }),
+              ...(options.orchestratorScript ? { script: options.orchestratorScript } : {}),
+            }),
+          })
+        : undefined;
   }
 
   /**
@@ -187,11 +261,14 @@ export class LocalCluster {
    */
   async start(): Promise<void> {
     try {
+      await this.backends.ready();
+      this.assertRunning();
       await this.control.listen();
       this.assertRunning();
-      await this.startControlPlane();
+      // With orchestrators, they run the functions (one of them at a time); else this process.
+      if (!this.orchestrators) await this.startControlPlane();
       this.assertRunning();
-      await this.supervisor.start();
+      await Promise.all([this.supervisor.start(), this.orchestrators?.start()]);
       this.assertRunning();
       if (this.clusterFile) {
         process.on('exit', this.removeFileOnExit);
@@ -219,11 +296,9 @@ export class LocalCluster {
         this.logger.warn({ err: error }, `${what} failed`);
       // First, so gateways stopping (and revoking their leases) are not taken for lost ones.
       this.stopControlPlane();
-      await this.supervisor.stop();
+      await Promise.all([this.supervisor.stop(), this.orchestrators?.stop()]);
       await this.control.close().catch(warn('closing the control server'));
-      await Promise.all([this.store.close(), this.bus.close()]).catch(
-        warn('closing the store and bus'),
-      );
+      await this.backends.close().catch(warn('closing the store and bus'));
       if (this.clusterFile && this.fileWritten) {
         await removeClusterFile(this.clusterFile).catch(warn('removing the cluster file'));
       }
@@ -310,6 +385,21 @@ function secret(): string {
 function positiveInt(value: string | undefined): number | undefined {
   const n = Number(value);
   return value && Number.isInteger(n) && n > 0 ? n : undefined;
+}
+
+/** `count` ports from `base` must be valid and clear of the `taken` ranges. */
+function validatePorts(base: number, count: number, taken: [number, number, string][]): void {
+  const last = base + count - 1;
+  if (!Number.isInteger(base) || base < 1 || last > 65535) {
+    throw new ClusterConfigError(`invalid orchestrator port base ${base} for ${count} orchestrators`);
+  }
+  for (const [from, to, what] of taken) {
+    if (base <= to && last >= from) {
+      throw new ClusterConfigError(
+        `orchestrator ports ${base}-${last} overlap ${what} ${from === to ? from : `${from}-${to}`}`,
+      );
+    }
+  }
 }
 
 function validate(o: {

@@ -106,3 +106,34 @@ export function targetWants(target: AlertTarget, detailType: string): boolean {
     target.detailTypes ?? (target.type === 'pagerduty' ? DEFAULT_PAGERDUTY_DETAIL_TYPES : undefined);
   return wanted === undefined || wanted.includes(detailType);
 }
+
+/**
+ * Delivery settings from the environment: STREAMHEAL_ALERT_MAX_ATTEMPTS (5),
+ * STREAMHEAL_ALERT_BACKOFF_BASE_MS (500; cap 60 s, 30 % jitter as the seed's backoff),
+ * STREAMHEAL_ALERT_TIMEOUT_MS (5000 per attempt).
+ */
+export function alertDeliveryFromEnv(env: NodeJS.ProcessEnv = process.env): {
+  maxAttempts?: number;
+  timeoutMs?: number;
+  backoff?: { baseMs: number; capMs: number; jitter: number; floorMs: number };
+} {
+  const int = (name: string): number | undefined => {
+    const value = env[name];
+    if (value === undefined || value === '') return undefined;
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n <= 0) {
+      throw new AlertConfigError(`${name} must be a whole number > 0, got "${value}"`);
+    }
+    return n;
+  };
+  const maxAttempts = int('STREAMHEAL_ALERT_MAX_ATTEMPTS');
+  const timeoutMs = int('STREAMHEAL_ALERT_TIMEOUT_MS');
+  const baseMs = int('STREAMHEAL_ALERT_BACKOFF_BASE_MS');
+  return {
+    ...(maxAttempts === undefined ? {} : { maxAttempts }),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...(baseMs === undefined
+      ? {}
+      : { backoff: { baseMs, capMs: 60_000, jitter: 0.3, floorMs: Math.min(100, baseMs) } }),
+  };
+}
