@@ -480,3 +480,27 @@ function nonNegativeInt(env: Env, variable: string): number | undefined {
   }
   return Number(value);
 }
+
+/**
+ * The store and bus of the processes a control process starts (`streamheal start`), given the
+ * control process's own: with the embedded store they use it over the control link; with etcd
+ * they use etcd directly; with DynamoDB they use the tables directly and the control process's
+ * in-process bus over the link (its router runs the functions).
+ */
+export function childBackendEnv(
+  config: BackendConfig,
+  link: { url: string; secret: string },
+): Record<string, string> {
+  const linked = { STREAMHEAL_CONTROL_URL: link.url, STREAMHEAL_CLUSTER_SECRET: link.secret };
+  const limits = {
+    STREAMHEAL_HISTORY_MAX_COUNT: String(config.limits.maxCount),
+    STREAMHEAL_HISTORY_MAX_AGE_MS: String(config.limits.maxAgeMs),
+  };
+  if (config.store === 'memory') {
+    return { ...limits, ...linked, STREAMHEAL_STORE: 'link', STREAMHEAL_BUS: 'link' };
+  }
+  if (config.store === 'dynamodb' && config.bus === 'inprocess') {
+    return { ...backendEnv(config), ...linked, STREAMHEAL_BUS: 'link' };
+  }
+  return backendEnv(config);
+}

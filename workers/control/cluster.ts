@@ -296,7 +296,9 @@ export class LocalCluster {
         this.logger.warn({ err: error }, `${what} failed`);
       // First, so gateways stopping (and revoking their leases) are not taken for lost ones.
       this.stopControlPlane();
-      await Promise.all([this.supervisor.stop(), this.orchestrators?.stop()]);
+      // Orchestrators first, for the same reason.
+      await this.orchestrators?.stop();
+      await this.supervisor.stop();
       await this.control.close().catch(warn('closing the control server'));
       await this.backends.close().catch(warn('closing the store and bus'));
       if (this.clusterFile && this.fileWritten) {
