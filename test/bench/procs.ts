@@ -204,6 +204,23 @@ export function rssOf(pid: number): number {
   return Number(match[1]) * 1024;
 }
 
+/**
+ * RSS of `pid` sampled every 100 ms for `windowMs`: the median (what the process holds, less the
+ * luck of one sample landing just before or after a GC) and the maximum.
+ */
+export async function rssOver(
+  pid: number,
+  windowMs: number,
+): Promise<{ median: number; max: number }> {
+  const samples: number[] = [];
+  for (let waited = 0; waited < windowMs; waited += 100) {
+    samples.push(rssOf(pid));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  samples.sort((a, b) => a - b);
+  return { median: samples[samples.length >> 1]!, max: samples.at(-1)! };
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();

@@ -12,7 +12,8 @@
  * The machine is shared: each measurement waits for a quiet second first, a window in which
  * other processes used more than --max-other-cpu cores is measured again (up to
  * --max-windows), and --rounds alternate the servers; the table shows every window's
- * contention. msgs/s is the best round per server; bytes per connection the mean over rounds.
+ * contention. msgs/s is the best round per server; bytes per connection the mean over rounds,
+ * each from the median RSS of the idle spell (sampled every 100 ms) before and after connecting.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -28,7 +29,7 @@ import {
   benchFile,
   freePort,
   log,
-  rssOf,
+  rssOver,
   sleep,
   start,
   stopAll,
@@ -258,8 +259,7 @@ async function measure(
 ): Promise<ServerResult> {
   const { proc } = server;
   const { subscribers } = options;
-  await sleep(options.idleMs);
-  const idleRss = rssOf(proc.pid);
+  const idleRss = (await rssOver(proc.pid, options.idleMs)).median;
 
   log(`${name}: connecting ${subscribers} subscribers`);
   const connectMs = await connectSubscribers(clients, {
@@ -271,10 +271,9 @@ async function measure(
   }).catch((error: Error) => {
     throw new Error(`${name}: ${error.message}`);
   });
-  await sleep(options.idleMs);
-  const loadedRss = rssOf(proc.pid);
+  const { median: loadedRss, max: loadedRssMax } = await rssOver(proc.pid, options.idleMs);
   log(
-    `${name}: ${subscribers} subscribed in ${connectMs.toFixed(0)} ms; RSS ${mib(idleRss)} -> ${mib(loadedRss)} MiB`,
+    `${name}: ${subscribers} subscribed in ${connectMs.toFixed(0)} ms; RSS ${mib(idleRss)} -> ${mib(loadedRss)} MiB (max ${mib(loadedRssMax)})`,
   );
 
   // A window disturbed by other processes (other engineers' tests share the 2 cores) is
