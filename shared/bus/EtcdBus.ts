@@ -27,9 +27,14 @@ import { KeyLayout, prefixEnd, trailingNumber } from '../store/etcd/keys.js';
 import { Leases, RotatingLease } from '../store/etcd/leases.js';
 import { ResumableWatch } from '../store/etcd/watch.js';
 import type { BusEvent, EventBus, EventPattern } from './EventBus.js';
-import { matchesPattern, validatePattern } from './eventPattern.js';
-import { InvalidEventError, validateEvent } from './events.js';
+import { InvalidEventError } from './events.js';
 import { BusClosedError } from './InProcessBus.js';
+import {
+  serializeEvent,
+  Subscriptions,
+  type Handler,
+  type Subscription as BaseSubscription,
+} from './subscriptions.js';
 
 export interface EtcdBusOptions extends EtcdConnectionOptions {
   /** Every key streamheal writes starts with this. @default 'streamheal/' */
@@ -55,15 +60,9 @@ export interface EtcdBusStats {
   connected: boolean;
 }
 
-type Handler = (event: BusEvent) => void | Promise<void>;
-
-interface Subscription {
-  pattern: EventPattern;
-  handler: Handler;
+interface Subscription extends BaseSubscription {
   /** Only events written after this revision are for this subscription. */
   since: number;
-  queue: string[];
-  draining: boolean;
 }
 
 interface Spooled {
@@ -85,9 +84,8 @@ export class EtcdBus implements EventBus {
   private readonly spoolLimit: number;
   private readonly maxEventBytes: number;
   private readonly maxBatchBytes: number;
-  private readonly onHandlerError: (error: unknown, event: BusEvent) => void;
   private readonly logger: Logger | undefined;
-  private readonly subscriptions = new Set<Subscription>();
+  private readonly subscriptions: Subscriptions<Subscription>;
   /** Highest sequence delivered per producer. */
   private readonly delivered = new Map<string, number>();
   private spool: Spooled[] = [];
@@ -126,9 +124,7 @@ export class EtcdBus implements EventBus {
     this.maxEventBytes = this.connection.maxRequestBytes - 16 * 1024;
     this.maxBatchBytes = Math.min(1024 * 1024, Math.floor(this.connection.maxRequestBytes * 0.66));
     this.logger = options.logger;
-    this.onHandlerError =
-      options.onHandlerError ??
-      ((error, event) => console.error(`event bus handler failed on ${event.id}`, error));
+    this.subscriptions = new Subscriptions(options.onHandlerError);
   }
 
   stats(): EtcdBusStats {
@@ -158,15 +154,7 @@ export class EtcdBus implements EventBus {
 
   subscribe(pattern: EventPattern, handler: Handler): () => void {
     if (this.closed) throw new BusClosedError();
-    validatePattern(pattern);
-    const subscription: Subscription = {
-      pattern: structuredClone(pattern),
-      handler,
-      since: this.revision,
-      queue: [],
-      draining: false,
-    };
-    this.subscriptions.add(subscription);
+    const subscription = this.subscriptions.add(pattern, handler, { since: this.revision });
     this.startWatch();
     return () => this.unsubscribe(subscription);
   }
@@ -175,7 +163,8 @@ export class EtcdBus implements EventBus {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const subscription of this.subscriptions) this.unsubscribe(subscription);
+    this.subscriptions.removeAll();
+    this.closeIdleWatch();
     const deadline = Date.now() + this.connection.timeoutMs;
     while ((this.flushing || this.spool.length > 0) && !this.down && Date.now() < deadline) {
       await sleep(10);
@@ -192,13 +181,7 @@ export class EtcdBus implements EventBus {
   // ------------------------------------------------------------------ writing
 
   private serialize(event: BusEvent, label: string): string {
-    validateEvent(event, label);
-    let json: string;
-    try {
-      json = JSON.stringify(event);
-    } catch (error) {
-      throw new InvalidEventError(`${label}: must be JSON-serializable (${String(error)})`);
-    }
+    const json = serializeEvent(event, label);
     const bytes = Buffer.byteLength(json);
     if (bytes > this.maxEventBytes) {
       throw new InvalidEventError(
@@ -405,46 +388,21 @@ export class EtcdBus implements EventBus {
       } catch {
         continue; // not written by an EtcdBus
       }
-      for (const subscription of this.subscriptions) {
-        if (revision > subscription.since && matchesPattern(subscription.pattern, event)) {
-          this.enqueue(subscription, json);
-        }
-      }
+      this.subscriptions.offer(event, json, (subscription) => revision > subscription.since);
     }
   }
 
   private unsubscribe(subscription: Subscription): void {
-    this.subscriptions.delete(subscription);
-    subscription.queue.length = 0;
+    this.subscriptions.remove(subscription);
+    this.closeIdleWatch();
+  }
+
+  /** Nobody subscribes any more: stop watching etcd. */
+  private closeIdleWatch(): void {
     if (this.subscriptions.size === 0 && this.watch !== undefined) {
       this.watch.close();
       this.watch = undefined;
     }
-  }
-
-  private enqueue(subscription: Subscription, json: string): void {
-    subscription.queue.push(json);
-    if (subscription.draining) return;
-    subscription.draining = true;
-    setImmediate(() => void this.drain(subscription));
-  }
-
-  private async drain(subscription: Subscription): Promise<void> {
-    let json: string | undefined;
-    while ((json = subscription.queue.shift()) !== undefined) {
-      // Each handler gets its own copy.
-      const event = JSON.parse(json) as BusEvent;
-      try {
-        await subscription.handler(event);
-      } catch (error) {
-        try {
-          this.onHandlerError(error, event);
-        } catch {
-          // A failing error reporter must not stop delivery to this subscriber.
-        }
-      }
-    }
-    subscription.draining = false;
   }
 
   private async currentRevision(): Promise<number> {
