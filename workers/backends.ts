@@ -86,6 +86,8 @@ export interface BackendConfig {
   eventBridge?: { eventBusName: string; ordering: Ordering };
   /** With store `dynamodb`: the variables DynamoStore.fromEnv reads. */
   env: Record<string, string | undefined>;
+  /** With store `dynamodb`: create missing tables in `ready()` (STREAMHEAL_DYNAMODB_CREATE_TABLES). */
+  createTables?: boolean;
 }
 
 export interface BackendDefaults {
@@ -128,6 +130,17 @@ export function backendConfigFromEnv(env: Env, defaults: BackendDefaults = {}): 
   };
   if (store === 'link' || bus === 'link') config.link = linkSettings(env, store, bus);
   if (store === 'etcd' || bus === 'etcd') config.etcd = etcdSettingsFromEnv(env);
+  if (store === 'dynamodb') {
+    const create = env.STREAMHEAL_DYNAMODB_CREATE_TABLES?.trim();
+    if (create !== undefined && create !== '') {
+      if (!/^(true|false|1|0)$/i.test(create)) {
+        throw new BackendConfigError(
+          `STREAMHEAL_DYNAMODB_CREATE_TABLES must be true or false, got "${create}"`,
+        );
+      }
+      config.createTables = /^(true|1)$/i.test(create);
+    }
+  }
   if (bus === 'eventbridge') {
     const ordering = env.STREAMHEAL_EVENTBRIDGE_ORDERING || 'strict';
     if (ordering !== 'strict' && ordering !== 'batched') {
@@ -329,7 +342,7 @@ export function openBackends(config: BackendConfig, options: OpenOptions): Backe
     case 'dynamodb': {
       const dynamoStore = DynamoStore.fromEnv(config.env, { limits: config.limits, logger });
       checks.push(async () => {
-        if (options.createTables) await dynamoStore.createTables();
+        if (options.createTables ?? config.createTables) await dynamoStore.createTables();
         // A read of a record that need not exist: proves endpoint, credentials and tables.
         await dynamoStore.get('streamheal/ready-check');
       });
@@ -398,7 +411,8 @@ export const BACKEND_ENV_HELP = `  STREAMHEAL_STORE              memory | link |
                                 STREAMHEAL_ETCD_USERNAME / _PASSWORD, STREAMHEAL_ETCD_CA_FILE / _CERT_FILE / _KEY_FILE,
                                 STREAMHEAL_ETCD_COMPACTION_RETENTION_MS (300000; 0 = etcd compacts),
                                 STREAMHEAL_ETCD_BUS_RETENTION_MS (60000)
-  STREAMHEAL_DYNAMODB_*         table names and tuning with dynamodb (docs/dynamodb.md)
+  STREAMHEAL_DYNAMODB_*         table names and tuning with dynamodb (docs/dynamodb.md);
+                                STREAMHEAL_DYNAMODB_CREATE_TABLES=true creates missing tables at start
   STREAMHEAL_EVENT_BUS_NAME     EventBridge bus with eventbridge (default default);
                                 STREAMHEAL_EVENTBRIDGE_ORDERING strict | batched
   AWS_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_EVENTBRIDGE, ...

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `streamheal` command: `start` (the local cluster), `gateway`, `status`, `publish`, `tail`,
- * `policy`.
+ * The `streamheal` command: `start` (the local cluster), `gateway`, `orchestrator`, `status`,
+ * `publish`, `tail`, `policy`.
  * Commands load lazily, so `--help` and `publish` do not pay for the gateway's imports.
  */
 import { CliError, ExitCodes, UsageError, type Command } from './args.js';
@@ -9,6 +9,7 @@ import { CliError, ExitCodes, UsageError, type Command } from './args.js';
 const commands: Record<string, () => Promise<Command>> = {
   start: async () => (await import('./commands/start.js')).start,
   gateway: async () => (await import('./commands/gateway.js')).gateway,
+  orchestrator: async () => (await import('./commands/orchestrator.js')).orchestrator,
   status: async () => (await import('./commands/status.js')).status,
   publish: async () => (await import('./commands/publish.js')).publish,
   tail: async () => (await import('./commands/tail.js')).tail,
@@ -16,9 +17,10 @@ const commands: Record<string, () => Promise<Command>> = {
 };
 
 async function usage(): Promise<string> {
+  const width = Math.max(...Object.keys(commands).map((name) => name.length));
   const lines = await Promise.all(
     Object.entries(commands).map(
-      async ([name, load]) => `  ${name.padEnd(8)} ${(await load()).summary}`,
+      async ([name, load]) => `  ${name.padEnd(width)}  ${(await load()).summary}`,
     ),
   );
   return `Usage: streamheal <command> [options]

@@ -1,4 +1,6 @@
 /** `streamheal gateway`: one gateway in this process, configured by the environment. */
+import { errorCode } from '../../../shared/errors.js';
+import { BACKEND_ENV_HELP } from '../../backends.js';
 import { CliError, ExitCodes, UsageError, parse, type Command } from '../args.js';
 
 export const gateway: Command = {
@@ -8,10 +10,7 @@ export const gateway: Command = {
 Runs one gateway in this process until SIGINT / SIGTERM. Configured by the environment:
   STREAMHEAL_NODE_ID            node id (default gateway-1)
   STREAMHEAL_HOST, STREAMHEAL_PORT   address to listen on (default 127.0.0.1:8081)
-  STREAMHEAL_STORE              memory (a single node with its own store, the default) or
-                                link (the store and bus of a control process)
-  STREAMHEAL_CONTROL_URL        control link with STREAMHEAL_STORE=link (default ws://127.0.0.1:7070/v1/link)
-  STREAMHEAL_CLUSTER_SECRET     control link secret and resume-token key (required with link)
+  STREAMHEAL_CLUSTER_SECRET     resume-token key, and control link secret (required with link)
   STREAMHEAL_PUBLISH_KEY        bearer key of POST /v1/publish (generated and logged when unset)
   STREAMHEAL_CORS_ORIGINS       browser origins allowed, comma-separated (* for any)
   STREAMHEAL_MAX_FRAME_BYTES, STREAMHEAL_MAX_CHANNELS, STREAMHEAL_REQUESTS_PER_SECOND,
@@ -22,6 +21,9 @@ Runs one gateway in this process until SIGINT / SIGTERM. Configured by the envir
   STREAMHEAL_TCP_KEEPALIVE_MS (1000), STREAMHEAL_TCP_USER_TIMEOUT_MS (5000), STREAMHEAL_KERNEL_SWEEP_MS (500),
   STREAMHEAL_CANARY_INTERVAL_MS (1000)
 
+Store and bus (memory: a single node with its own store, the default; link: the store and bus
+of a control process; etcd; dynamodb):
+${BACKEND_ENV_HELP}
 Endpoints: GET /v1/ws (WebSocket), GET /v1/sse?channel=…, POST /v1/publish, GET /metrics,
 GET /healthz, GET /readyz.
 `,
@@ -37,6 +39,9 @@ GET /healthz, GET /readyz.
     try {
       await import('../../gateway/main.js');
     } catch (error) {
+      if (errorCode(error) === 'invalid_config') {
+        throw new CliError(`invalid gateway configuration: ${(error as Error).message}`);
+      }
       const issues = (error as { issues?: { path: PropertyKey[]; message: string }[] }).issues;
       if (!issues) throw error;
       const list = issues.map((issue) => `${issue.path.map(String).join('.')}: ${issue.message}`);

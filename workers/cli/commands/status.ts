@@ -58,14 +58,44 @@ Options:
         `cannot reach the control process at ${control}: ${describeFetchError(error)}${hint}`,
       );
     }
+    const roles = await orchestratorRoles(control, body.processes);
     process.stdout.write(
-      values.json ? `${JSON.stringify(body, null, 2)}\n` : `${formatStatus(body)}\n`,
+      values.json ? `${JSON.stringify(body, null, 2)}\n` : `${formatStatus(body, roles)}\n`,
     );
     return ExitCodes.ok;
   },
 };
 
-export function formatStatus(status: ClusterStatus): string {
+/**
+ * The role (leader / standby) of each supervised orchestrator, asked of its status server (on
+ * the control process's host, at the port the supervisor reports). Unanswered: not shown.
+ */
+async function orchestratorRoles(
+  control: string,
+  processes: ChildStatus[],
+): Promise<Map<string, string>> {
+  const roles = new Map<string, string>();
+  const host = new URL(control).hostname;
+  await Promise.all(
+    processes
+      .filter((p) => p.name.startsWith('orchestrator-') && p.state === 'ready')
+      .map(async (p) => {
+        try {
+          const res = await fetch(`http://${host}:${p.port}/v1/status`, {
+            signal: AbortSignal.timeout(2_000),
+          });
+          const { role } = (await res.json()) as { role?: unknown };
+          if (typeof role === 'string') roles.set(p.name, role);
+        } catch {
+          // not answering: the supervisor's state is shown instead
+        }
+      }),
+  );
+  return roles;
+}
+
+/** `roles`: orchestrators' roles by name, shown as their state. */
+export function formatStatus(status: ClusterStatus, roles = new Map<string, string>()): string {
   const nodes = new Map<string, NodeRecord>(status.nodes.map((node) => [node.id, node]));
   const processes = new Map<string, ChildStatus>(status.processes.map((p) => [p.name, p]));
   const names = [...new Set([...processes.keys(), ...nodes.keys()])];
@@ -77,9 +107,11 @@ export function formatStatus(status: ClusterStatus): string {
     const proc = processes.get(name);
     const state = !proc
       ? 'registered'
-      : proc.state === 'ready' && !node
-        ? 'unregistered'
-        : proc.state;
+      : roles.has(name)
+        ? roles.get(name)!
+        : proc.state === 'ready' && !node && !name.startsWith('orchestrator-')
+          ? 'unregistered'
+          : proc.state;
     const cell = (value: number | string | undefined) =>
       value === undefined ? '-' : String(value);
     rows.push([
