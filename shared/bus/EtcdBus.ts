@@ -405,14 +405,8 @@ export class EtcdBus implements EventBus {
     }
   }
 
-  private async currentRevision(): Promise<number> {
-    const response = await this.connection.call('revision check', ({ options }) =>
-      this.connection.client.kv.range(
-        { key: Buffer.from(this.keys.bus), count_only: true },
-        options,
-      ),
-    );
-    return Number(response.header.revision);
+  private currentRevision(): Promise<number> {
+    return this.connection.currentRevision(this.keys.bus);
   }
 
   private noteRevision(revision: number): void {

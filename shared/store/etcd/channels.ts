@@ -442,14 +442,8 @@ export class ChannelLogs {
   }
 
   /** The store's current revision (a cheap linearizable read). */
-  async currentRevision(): Promise<number> {
-    const response = await this.connection.call('revision check', ({ options }) =>
-      this.connection.client.kv.range(
-        { key: Buffer.from(this.keys.heads), count_only: true },
-        options,
-      ),
-    );
-    return Number(response.header.revision);
+  currentRevision(): Promise<number> {
+    return this.connection.currentRevision(this.keys.heads);
   }
 
   private front(channel: string): IRangeRequest {

@@ -38,14 +38,9 @@ export class Compactor {
     if (this.running || this.connection.isClosed) return undefined;
     this.running = true;
     try {
-      const probe = await this.connection.call('revision check', ({ options }) =>
-        this.connection.client.kv.range(
-          { key: Buffer.from(this.probeKey), count_only: true },
-          options,
-        ),
-      );
+      const current = await this.connection.currentRevision(this.probeKey);
       const now = Date.now();
-      this.samples.push({ time: now, revision: Number(probe.header.revision) });
+      this.samples.push({ time: now, revision: current });
       let target: number | undefined;
       while (this.samples.length > 0 && this.samples[0]!.time <= now - this.retentionMs) {
         target = this.samples.shift()!.revision;

@@ -140,6 +140,17 @@ export class EtcdConnection {
     }
   }
 
+  /**
+   * etcd's current revision, by the cheapest linearizable read there is: a count of `key`
+   * (any key will do; callers name one they are allowed to read).
+   */
+  async currentRevision(key: string): Promise<number> {
+    const response = await this.call('revision check', ({ options }) =>
+      this.client.kv.range({ key: Buffer.from(key), count_only: true }, options),
+    );
+    return Number(response.header.revision);
+  }
+
   checkOpen(): void {
     if (this.closed) throw new StoreUnavailableError('etcd client closed');
   }
