@@ -108,9 +108,7 @@ export class DynamoStore implements StateStore {
       this.closing.signal,
       this.callStats,
     );
-    const now = options.now ?? Date.now;
     const logger = options.logger;
-    const onListenerError = listenerErrorReporter(logger);
     const onPollError = (what: string, error: unknown) => {
       const at = Date.now();
       if (at - (this.pollErrorsLogged.get(what) ?? 0) < POLL_ERROR_LOG_MS) return;
@@ -118,15 +116,21 @@ export class DynamoStore implements StateStore {
       if (logger) logger.warn({ err: error, watch: what }, 'DynamoDB watch poll failed; retrying');
       else console.warn(`streamheal: DynamoDB watch poll of ${what} failed; retrying:`, error);
     };
-    const background = (task: Promise<unknown>) => {
-      this.pending.add(task);
-      void task.finally(() => this.pending.delete(task));
+    // Both parts share the caller, the clock, the error sinks and the list of pending writes.
+    const shared = {
+      caller,
+      now: options.now ?? Date.now,
+      onListenerError: listenerErrorReporter(logger),
+      background: (task: Promise<unknown>) => {
+        this.pending.add(task);
+        void task.finally(() => this.pending.delete(task));
+      },
     };
     const limits = options.limits ?? DEFAULT_HISTORY_LIMITS;
     checkPositive(limits.maxCount, 'limits.maxCount');
     checkPositive(limits.maxAgeMs, 'limits.maxAgeMs');
     this.logs = new DynamoChannelLog({
-      caller,
+      ...shared,
       tables: this.tables,
       limits,
       pollIntervalMs: checkPositive(options.pollIntervalMs ?? 50, 'pollIntervalMs'),
@@ -134,13 +138,10 @@ export class DynamoStore implements StateStore {
       holeGraceMs: checkPositive(options.holeGraceMs ?? 2_000, 'holeGraceMs'),
       consistentPolls: options.consistentPolls ?? true,
       ttlMarginMs: options.ttlMarginMs ?? 3_600_000,
-      now,
-      onListenerError,
       onPollError: (channel, error) => onPollError(`channel ${channel}`, error),
-      background,
     });
     this.records = new DynamoRecords({
-      caller,
+      ...shared,
       tables: this.tables,
       recordPollIntervalMs: checkPositive(
         options.recordPollIntervalMs ?? 200,
@@ -148,10 +149,7 @@ export class DynamoStore implements StateStore {
       ),
       recordShards: options.recordShards ?? {},
       leaseCacheMs: options.leaseCacheMs ?? 1_000,
-      now,
-      onListenerError,
       onPollError: (prefix, error) => onPollError(`prefix ${prefix}`, error),
-      background,
     });
   }
 

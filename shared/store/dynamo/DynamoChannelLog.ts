@@ -27,6 +27,7 @@
  * in docs/dynamodb.md.
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BatchGetItemCommand,
   GetItemCommand,
@@ -54,9 +55,9 @@ import type {
 } from '../StateStore.js';
 import { isConditionFailure, type DynamoCaller } from './client.js';
 import { A, type DynamoTableNames } from './schema.js';
+import { encodeJson, type StorePartOptions } from './storePart.js';
 
-export interface ChannelLogOptions {
-  caller: DynamoCaller;
+export interface ChannelLogOptions extends StorePartOptions {
   tables: Pick<DynamoTableNames, 'channels' | 'messages'>;
   limits: HistoryLimits;
   pollIntervalMs: number;
@@ -67,11 +68,6 @@ export interface ChannelLogOptions {
   consistentPolls: boolean;
   /** Added to a message's age bound for its TTL attribute (TTL only collects garbage). */
   ttlMarginMs: number;
-  now: () => number;
-  onListenerError: (error: unknown) => void;
-  onPollError: (channel: string, error: unknown) => void;
-  /** Tracks best-effort writes, so close() can wait for them. */
-  background: (task: Promise<unknown>) => void;
 }
 
 type Item = Record<string, AttributeValue>;
@@ -862,23 +858,4 @@ function toEntry(channel: string, item: Item): Entry {
 
 function holeKey(channel: string, position: number): string {
   return `${channel}\u0000${position}`;
-}
-
-function encodeJson(value: unknown, what: string): string {
-  let encoded: string | undefined;
-  try {
-    encoded = JSON.stringify(value);
-  } catch (error) {
-    throw new StreamhealError('invalid_argument', `${what} is not JSON: ${String(error)}`, {
-      cause: error,
-    });
-  }
-  if (encoded === undefined) {
-    throw new StreamhealError('invalid_argument', `${what} is not JSON (${typeof value})`);
-  }
-  return encoded;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

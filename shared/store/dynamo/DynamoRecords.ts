@@ -21,6 +21,7 @@
  *   reported at once and exactly.
  */
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   BatchGetItemCommand,
   DeleteItemCommand,
@@ -54,19 +55,15 @@ import {
 } from '../StateStore.js';
 import { isConditionFailure, type DynamoCaller } from './client.js';
 import { A, LEASE_INDEX, type DynamoTableNames } from './schema.js';
+import { encodeJson, type StorePartOptions } from './storePart.js';
 
-export interface RecordsOptions {
-  caller: DynamoCaller;
+export interface RecordsOptions extends StorePartOptions {
   tables: Pick<DynamoTableNames, 'records' | 'leases'>;
   recordPollIntervalMs: number;
   /** Shards per key group, e.g. `{ 'tokens/': 8 }`; other groups use one. Fixed per table. */
   recordShards: Record<string, number>;
   /** How long a lease seen alive is trusted without reading it again. */
   leaseCacheMs: number;
-  now: () => number;
-  onListenerError: (error: unknown) => void;
-  onPollError: (prefix: string, error: unknown) => void;
-  background: (task: Promise<unknown>) => void;
 }
 
 type Item = Record<string, AttributeValue>;
@@ -118,7 +115,7 @@ export class DynamoRecords {
     ) {
       throw new StreamhealError('invalid_argument', 'ifVersion must be a whole number >= 0');
     }
-    const encoded = value === undefined ? undefined : encodeJson(value);
+    const encoded = value === undefined ? undefined : encodeJson(value, 'record value');
     if (options.lease !== undefined) {
       const alive = await this.liveLeases([options.lease]);
       if (!alive.has(options.lease)) throw new LeaseExpiredError(options.lease);
@@ -795,23 +792,4 @@ function fnv1a(text: string): number {
     hash = Math.imul(hash, 0x01000193);
   }
   return hash >>> 0;
-}
-
-function encodeJson(value: unknown): string {
-  let encoded: string | undefined;
-  try {
-    encoded = JSON.stringify(value);
-  } catch (error) {
-    throw new StreamhealError('invalid_argument', `record value is not JSON: ${String(error)}`, {
-      cause: error,
-    });
-  }
-  if (encoded === undefined) {
-    throw new StreamhealError('invalid_argument', `record value is not JSON (${typeof value})`);
-  }
-  return encoded;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
