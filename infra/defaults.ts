@@ -304,9 +304,12 @@ export interface OrchestratorDefaults {
   desiredCount: number;
 }
 
-/** One task: the orchestrator's decisions are idempotent, and ECS replaces a failed task. */
+/**
+ * Two tasks: orchestrators elect a leader on etcd, so the second is a standby that takes over
+ * within the election lease (2 s) when the leader dies or resigns on SIGTERM.
+ */
 export function orchestratorDefaults(): OrchestratorDefaults {
-  return { cpu: 512, memoryMiB: 1024, desiredCount: 1 };
+  return { cpu: 512, memoryMiB: 1024, desiredCount: 2 };
 }
 
 export interface ObservabilityDefaults {

@@ -1,9 +1,10 @@
 /**
- * The orchestrator for `store=etcd`: the decision path as one long-lived process
+ * The orchestrator for `store=etcd`: the decision path as long-lived processes
  * (workers/orchestrator/main.ts) on the gateway image, instead of EventBridge rules and Lambda.
- * It subscribes the same catalogue on the etcd bus, calls the gateways' control port from the
- * control security group, and forwards decision events to the deployment's EventBridge bus
- * (STREAMHEAL_EVENT_BUS_NAME) so the alert topic and webhook destinations work in both shapes.
+ * They elect a leader on etcd (one decides, the other stands by), subscribe the same catalogue on
+ * the etcd bus, and reach the gateways' control port from the control security group. The
+ * deployment's EventBridge bus is named to them (STREAMHEAL_EVENT_BUS_NAME, PutEvents granted)
+ * for forwarding decision events to the alert topic and webhook destinations.
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -23,6 +24,8 @@ import type { Wiring } from './wiring.js';
 
 /** The orchestrator's entry in the image (compiled from workers/orchestrator/main.ts). */
 export const ORCHESTRATOR_COMMAND = ['node', 'dist/workers/orchestrator/main.js'];
+/** Its status server (GET /healthz, /readyz, /v1/status), on loopback: only the health check asks. */
+export const ORCHESTRATOR_STATUS_PORT = 7071;
 
 export interface OrchestratorOptions {
   /** Physical ECS service name (also what key rotation rolls). @default 'streamheal-orchestrator' */
@@ -31,7 +34,7 @@ export interface OrchestratorOptions {
   readonly cpu?: number;
   /** @default orchestratorDefaults().memoryMiB (1024) */
   readonly memoryMiB?: number;
-  /** @default orchestratorDefaults().desiredCount (1) */
+  /** @default orchestratorDefaults().desiredCount (2: a leader and a standby) */
   readonly desiredCount?: number;
   /** @default gatewayDefaults().logRetentionDays (30) */
   readonly logRetentionDays?: number;
@@ -78,13 +81,28 @@ export class OrchestratorService extends Construct {
       command: ORCHESTRATOR_COMMAND,
       essential: true,
       environment: {
+        STREAMHEAL_HOST: '127.0.0.1',
+        STREAMHEAL_PORT: String(ORCHESTRATOR_STATUS_PORT),
         STREAMHEAL_GATEWAY_CONTROL_PORT: String(props.ports.control),
         STREAMHEAL_LOG_LEVEL: 'info',
         OTEL_SERVICE_NAME: 'streamheal-orchestrator',
         ...props.wiring.environment,
       },
       secrets: { STREAMHEAL_CLUSTER_SECRET: ecs.Secret.fromSecretsManager(props.keyRing) },
+      // SIGTERM resigns the leadership at once; a standby takes over.
       stopTimeout: Duration.seconds(30),
+      healthCheck: {
+        command: [
+          'CMD',
+          'node',
+          '-e',
+          `fetch('http://127.0.0.1:${ORCHESTRATOR_STATUS_PORT}/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))`,
+        ],
+        interval: Duration.seconds(10),
+        timeout: Duration.seconds(3),
+        retries: 3,
+        startPeriod: Duration.seconds(15),
+      },
       linuxParameters: new ecs.LinuxParameters(this, 'Linux', { initProcessEnabled: true }),
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: 'orchestrator' }),
     });
@@ -109,9 +127,10 @@ export class OrchestratorService extends Construct {
       securityGroups: [props.securityGroup],
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
       assignPublicIp: false,
-      // One decision maker at a time: the old task stops before the new one starts.
-      minHealthyPercent: 0,
-      maxHealthyPercent: 100,
+      // Leader election keeps one decision maker at a time, so deployments can start the new
+      // tasks (as standbys) before stopping the old ones.
+      minHealthyPercent: 100,
+      maxHealthyPercent: 200,
       circuitBreaker: { enable: true, rollback: true },
       propagateTags: ecs.PropagatedTagSource.SERVICE,
     });

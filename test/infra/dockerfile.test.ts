@@ -10,7 +10,9 @@
  * - deps: `npm ci --omit=dev` is reproduced from the lock file (its non-dev packages, copied from
  *   node_modules), and `npm ls --omit=dev --all` confirms the tree is complete.
  * - runtime: assembled from the COPY --from instructions; its command starts a gateway that
- *   answers, loads the kernel probe addon from that layout, and stops cleanly on SIGTERM.
+ *   answers, loads the kernel probe addon from that layout, and stops cleanly on SIGTERM; the
+ *   orchestrator command (what the etcd option runs on the same image) starts against a real
+ *   etcd and stops cleanly too.
  *
  * The base image (Node 24) is not used: the command runs on this machine's Node.
  */
@@ -30,7 +32,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ORCHESTRATOR_COMMAND } from '../../infra/constructs/OrchestratorService.js';
 import { REPO_ROOT } from '../../infra/paths.js';
+import { EtcdCluster } from '../support/etcd.js';
 import { killPids } from '../support/processes.js';
 
 interface Instruction {
@@ -335,28 +339,11 @@ describe('Dockerfile', () => {
       expect(ls.status, `${ls.stdout}${ls.stderr}`).toBe(0);
     });
 
-    it('starts a gateway with the image command, from that layout alone, and stops it on SIGTERM', async () => {
-      const [program, ...args] = JSON.parse(
-        stage('runtime').instructions.find((i) => i.op === 'CMD')!.args,
-      ) as string[];
-      expect(program).toBe('node');
-      const port = await freePort();
-      const childEnv: NodeJS.ProcessEnv = {
-        PATH: process.env.PATH,
-        ...env(stage('runtime').instructions),
-        // Loopback and a free port here; in the task it listens on 0.0.0.0:8080.
-        STREAMHEAL_HOST: '127.0.0.1',
-        STREAMHEAL_PORT: String(port),
-        STREAMHEAL_STORE: 'memory',
-        STREAMHEAL_NODE_ID: 'image-test',
-        STREAMHEAL_CLUSTER_SECRET: 'image-test-secret-0123456789',
-        STREAMHEAL_PUBLISH_KEY: 'image-test-publish-key',
-        STREAMHEAL_CANARY_INTERVAL_MS: '0',
-        STREAMHEAL_LOG_LEVEL: 'info',
-      };
+    /** Starts `args` with this Node in the runtime layout; resolves once `ready` is printed. */
+    async function startFromImage(args: string[], variables: NodeJS.ProcessEnv, ready: string) {
       const child = spawn(process.execPath, args, {
         cwd: runtime,
-        env: childEnv,
+        env: { PATH: process.env.PATH, ...env(stage('runtime').instructions), ...variables },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       pids.push(child.pid!);
@@ -367,11 +354,34 @@ describe('Dockerfile', () => {
         child.once('exit', (code) => resolve(code)),
       );
       const deadline = Date.now() + 20_000;
-      while (!output.includes('gateway listening')) {
-        if (child.exitCode !== null) throw new Error(`gateway exited: ${output}`);
-        if (Date.now() > deadline) throw new Error(`gateway did not start: ${output}`);
+      while (!output.includes(ready)) {
+        if (child.exitCode !== null) throw new Error(`${args.join(' ')} exited: ${output}`);
+        if (Date.now() > deadline) throw new Error(`${args.join(' ')} did not start: ${output}`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
+      return { child, exited, output: () => output };
+    }
+
+    it('starts a gateway with the image command, from that layout alone, and stops it on SIGTERM', async () => {
+      const [program, ...args] = JSON.parse(
+        stage('runtime').instructions.find((i) => i.op === 'CMD')!.args,
+      ) as string[];
+      expect(program).toBe('node');
+      const port = await freePort();
+      const { child, exited, output } = await startFromImage(
+        args,
+        {
+          // Loopback and a free port here; in the task it listens on 0.0.0.0:8080.
+          STREAMHEAL_HOST: '127.0.0.1',
+          STREAMHEAL_PORT: String(port),
+          STREAMHEAL_STORE: 'memory',
+          STREAMHEAL_NODE_ID: 'image-test',
+          STREAMHEAL_CLUSTER_SECRET: 'image-test-secret-0123456789',
+          STREAMHEAL_PUBLISH_KEY: 'image-test-publish-key',
+          STREAMHEAL_CANARY_INTERVAL_MS: '0',
+        },
+        'gateway listening',
+      );
       const base = `http://127.0.0.1:${port}`;
       const health = await fetch(`${base}/healthz`);
       expect(health.status).toBe(200);
@@ -380,7 +390,34 @@ describe('Dockerfile', () => {
       expect(metrics).toMatch(/^streamheal_kernel_probes_available\{[^}]*\} 1$/m);
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
-      expect(output).not.toMatch(/Cannot find (module|package)/);
+      expect(output()).not.toMatch(/Cannot find (module|package)/);
+    });
+
+    it('runs the orchestrator command (store=etcd) from the same layout against a real etcd', async () => {
+      const [program, ...args] = ORCHESTRATOR_COMMAND;
+      expect(program).toBe('node');
+      const etcd = await EtcdCluster.start({ size: 1 });
+      try {
+        const port = await freePort();
+        const { child, exited, output } = await startFromImage(
+          args,
+          {
+            STREAMHEAL_STORE: 'etcd',
+            STREAMHEAL_ETCD_ENDPOINTS: etcd.endpoints.join(','),
+            STREAMHEAL_ETCD_PREFIX: `image-test-${process.pid}/`,
+            STREAMHEAL_HOST: '127.0.0.1',
+            STREAMHEAL_PORT: String(port),
+          },
+          'campaigning',
+        );
+        const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+        expect(health.status).toBe(200);
+        child.kill('SIGTERM');
+        expect(await exited).toBe(0);
+        expect(output()).not.toMatch(/Cannot find (module|package)/);
+      } finally {
+        await etcd.stop();
+      }
     });
   });
 });
