@@ -25,14 +25,17 @@ import {
   MetadataV2Schema,
   ReplicationLagThresholdMsSchema,
   TimeoutSecondsSchema,
+  changedMetadataIds,
+  convertVersion,
+  safeParseVersioned,
   stashConversionData,
   takeConversionData,
   type SchemaVersion,
+  type VersionConversions,
 } from './meta.js';
 import {
   ImmutableFieldError,
-  RecordValidationError,
-  validate,
+  valueOrThrow,
   type IssuePath,
   type RecordIssue,
   type Validated,
@@ -197,6 +200,11 @@ export function failoverPolicyV2ToV1(v2: FailoverPolicyV2): FailoverPolicyV1 {
   return { apiVersion: API_V1, kind: FAILOVER_POLICY_KIND, metadata, spec: v1Spec };
 }
 
+const CONVERSIONS: VersionConversions<FailoverPolicyV1, FailoverPolicyV2> = {
+  v1ToV2: failoverPolicyV1ToV2,
+  v2ToV1: failoverPolicyV2ToV1,
+};
+
 export function convertFailoverPolicy(record: FailoverPolicyAny, to: 'v1'): FailoverPolicyV1;
 export function convertFailoverPolicy(record: FailoverPolicyAny, to: 'v2'): FailoverPolicyV2;
 export function convertFailoverPolicy(
@@ -207,8 +215,7 @@ export function convertFailoverPolicy(
   record: FailoverPolicyAny,
   to: SchemaVersion,
 ): FailoverPolicyAny {
-  const v2 = record.apiVersion === API_V1 ? failoverPolicyV1ToV2(record) : structuredClone(record);
-  return to === 'v2' ? v2 : failoverPolicyV2ToV1(v2);
+  return convertVersion(record, to, CONVERSIONS);
 }
 
 /**
@@ -216,21 +223,12 @@ export function convertFailoverPolicy(
  * problem with its path.
  */
 export function safeParseFailoverPolicy(data: unknown): Validated<FailoverPolicy> {
-  const result = validate(FailoverPolicyAnySchema, data);
-  if (!result.ok) return result;
-  try {
-    return { ok: true, value: convertFailoverPolicy(result.value, 'v2') };
-  } catch (error) {
-    if (error instanceof RecordValidationError) return { ok: false, issues: error.issues };
-    throw error;
-  }
+  return safeParseVersioned(FailoverPolicyAnySchema, data, CONVERSIONS);
 }
 
 /** Like `safeParseFailoverPolicy`; throws RecordValidationError ('invalid_record'). */
 export function parseFailoverPolicy(data: unknown): FailoverPolicy {
-  const result = safeParseFailoverPolicy(data);
-  if (!result.ok) throw new RecordValidationError(result.issues);
-  return result.value;
+  return valueOrThrow(safeParseFailoverPolicy(data));
 }
 
 /**
@@ -238,21 +236,8 @@ export function parseFailoverPolicy(data: unknown): FailoverPolicy {
  * assigned. Throws ImmutableFieldError naming the field.
  */
 export function checkPolicyUpdate(previous: FailoverPolicy, next: FailoverPolicy): void {
-  const issues: RecordIssue[] = [];
-  if (next.metadata.name !== previous.metadata.name) {
-    issues.push(immutable(['metadata', 'name'], previous.metadata.name, next.metadata.name));
-  }
-  if (next.metadata.uid !== undefined && next.metadata.uid !== previous.metadata.uid) {
-    issues.push(immutable(['metadata', 'uid'], previous.metadata.uid, next.metadata.uid));
-  }
+  const issues = changedMetadataIds(previous.metadata, next.metadata);
   if (issues.length) throw new ImmutableFieldError(issues);
-}
-
-export function immutable(path: IssuePath, was: unknown, now: unknown): RecordIssue {
-  return {
-    path,
-    message: `is immutable (was ${JSON.stringify(was)}, the update has ${JSON.stringify(now)})`,
-  };
 }
 
 /**

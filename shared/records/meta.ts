@@ -5,7 +5,14 @@
  * v2 has survive a trip through v1 in one annotation, as Cluster API does it.
  */
 import { z } from 'zod';
-import { RecordValidationError, validate, type IssuePath } from './validation.js';
+import {
+  immutable,
+  RecordValidationError,
+  validate,
+  type IssuePath,
+  type RecordIssue,
+  type Validated,
+} from './validation.js';
 
 export const API_GROUP = 'streamheal.io';
 export const SCHEMA_VERSIONS = ['v1', 'v2'] as const;
@@ -124,4 +131,68 @@ export function takeConversionData<T extends object>(
 export function stashConversionData(metadata: Metadata, data: object): void {
   if (Object.keys(data).length === 0) return;
   metadata.annotations = { ...metadata.annotations, [CONVERSION_ANNOTATION]: JSON.stringify(data) };
+}
+
+/**
+ * One kind's two conversions. v2 is the hub: every conversion goes through it, so a kind only
+ * needs these two whatever the pair of versions asked for.
+ */
+export interface VersionConversions<
+  V1 extends { apiVersion: typeof API_V1 },
+  V2 extends { apiVersion: typeof API_V2 },
+> {
+  v1ToV2(v1: V1): V2;
+  v2ToV1(v2: V2): V1;
+}
+
+/** `record` in version `to`, as a new record (the argument is not changed). */
+export function convertVersion<
+  V1 extends { apiVersion: typeof API_V1 },
+  V2 extends { apiVersion: typeof API_V2 },
+>(record: V1 | V2, to: SchemaVersion, conversions: VersionConversions<V1, V2>): V1 | V2 {
+  const v2 = isV1(record) ? conversions.v1ToV2(record) : structuredClone(record);
+  return to === 'v2' ? v2 : conversions.v2ToV1(v2);
+}
+
+/**
+ * Validates a record of either version with `schema` (defaults filled in) and returns it as
+ * v2, or every problem with its path; a malformed conversion annotation is one of them.
+ */
+export function safeParseVersioned<
+  V1 extends { apiVersion: typeof API_V1 },
+  V2 extends { apiVersion: typeof API_V2 },
+>(
+  schema: z.ZodType<V1 | V2>,
+  data: unknown,
+  conversions: VersionConversions<V1, V2>,
+): Validated<V2> {
+  const result = validate(schema, data);
+  if (!result.ok) return result;
+  try {
+    return { ok: true, value: convertVersion(result.value, 'v2', conversions) as V2 };
+  } catch (error) {
+    if (error instanceof RecordValidationError) return { ok: false, issues: error.issues };
+    throw error;
+  }
+}
+
+function isV1<V1 extends { apiVersion: typeof API_V1 }>(
+  record: V1 | { apiVersion: typeof API_V2 },
+): record is V1 {
+  return record.apiVersion === API_V1;
+}
+
+/**
+ * The ids every kind keeps on an update: the name (the record's key) and the uid once
+ * assigned (an update that leaves it out keeps the stored one).
+ */
+export function changedMetadataIds(previous: Metadata, next: Metadata): RecordIssue[] {
+  const issues: RecordIssue[] = [];
+  if (next.name !== previous.name) {
+    issues.push(immutable(['metadata', 'name'], previous.name, next.name));
+  }
+  if (next.uid !== undefined && next.uid !== previous.uid) {
+    issues.push(immutable(['metadata', 'uid'], previous.uid, next.uid));
+  }
+  return issues;
 }

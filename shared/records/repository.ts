@@ -29,7 +29,12 @@ import {
   safeParseStreamSession,
   type StreamSession,
 } from './streamSession.js';
-import { RecordValidationError, type RecordIssue, type Validated } from './validation.js';
+import {
+  RecordValidationError,
+  valueOrThrow,
+  type RecordIssue,
+  type Validated,
+} from './validation.js';
 
 export const POLICY_PREFIX = 'policies/';
 export const SESSION_PREFIX = 'sessions/';
@@ -214,16 +219,15 @@ export class RecordRepository {
     data: unknown,
     options: RecordWriteOptions,
   ): Promise<PutResult<T>> {
-    const parsed = kind.parse(data);
-    if (!parsed.ok) throw new RecordValidationError(parsed.issues);
-    const pinned = options.ifVersion ?? parsed.value.metadata.resourceVersion;
-    const key = kind.prefix + parsed.value.metadata.name;
+    const parsed = valueOrThrow(kind.parse(data));
+    const pinned = options.ifVersion ?? parsed.metadata.resourceVersion;
+    const key = kind.prefix + parsed.metadata.name;
     for (let attempt = 1; ; attempt++) {
-      const current = await this.get(kind, parsed.value.metadata.name);
+      const current = await this.get(kind, parsed.metadata.name);
       if (pinned !== undefined && (current?.version ?? 0) !== pinned) {
         throw new ConditionFailedError(key);
       }
-      const record = withoutResourceVersion(parsed.value);
+      const record = withoutResourceVersion(parsed);
       if (current) {
         const previous = withoutResourceVersion(current.record);
         kind.checkUpdate(previous, record);

@@ -19,7 +19,7 @@
  *     message: …                    why (free text)
  */
 import { z } from 'zod';
-import { DEFAULT_POLICY_NAME, immutable } from './failoverPolicy.js';
+import { DEFAULT_POLICY_NAME } from './failoverPolicy.js';
 import {
   API_V1,
   API_V2,
@@ -28,9 +28,13 @@ import {
   NameSchema,
   ReplicationLagThresholdMsSchema,
   TimeoutSecondsSchema,
+  changedMetadataIds,
+  convertVersion,
+  safeParseVersioned,
   stashConversionData,
   takeConversionData,
   type SchemaVersion,
+  type VersionConversions,
 } from './meta.js';
 import {
   INITIAL_PHASES,
@@ -43,9 +47,8 @@ import {
 import {
   IllegalTransitionError,
   ImmutableFieldError,
-  RecordValidationError,
-  validate,
-  type IssuePath,
+  immutable,
+  valueOrThrow,
   type RecordIssue,
   type Validated,
 } from './validation.js';
@@ -149,6 +152,11 @@ export function streamSessionV2ToV1(v2: StreamSessionV2): StreamSessionV1 {
   };
 }
 
+const CONVERSIONS: VersionConversions<StreamSessionV1, StreamSessionV2> = {
+  v1ToV2: streamSessionV1ToV2,
+  v2ToV1: streamSessionV2ToV1,
+};
+
 export function convertStreamSession(record: StreamSessionAny, to: 'v1'): StreamSessionV1;
 export function convertStreamSession(record: StreamSessionAny, to: 'v2'): StreamSessionV2;
 export function convertStreamSession(record: StreamSessionAny, to: SchemaVersion): StreamSessionAny;
@@ -156,27 +164,17 @@ export function convertStreamSession(
   record: StreamSessionAny,
   to: SchemaVersion,
 ): StreamSessionAny {
-  const v2 = record.apiVersion === API_V1 ? streamSessionV1ToV2(record) : structuredClone(record);
-  return to === 'v2' ? v2 : streamSessionV2ToV1(v2);
+  return convertVersion(record, to, CONVERSIONS);
 }
 
 /** Validates a session of either version (defaults filled in) and returns it as v2. */
 export function safeParseStreamSession(data: unknown): Validated<StreamSession> {
-  const result = validate(StreamSessionAnySchema, data);
-  if (!result.ok) return result;
-  try {
-    return { ok: true, value: convertStreamSession(result.value, 'v2') };
-  } catch (error) {
-    if (error instanceof RecordValidationError) return { ok: false, issues: error.issues };
-    throw error;
-  }
+  return safeParseVersioned(StreamSessionAnySchema, data, CONVERSIONS);
 }
 
 /** Like `safeParseStreamSession`; throws RecordValidationError ('invalid_record'). */
 export function parseStreamSession(data: unknown): StreamSession {
-  const result = safeParseStreamSession(data);
-  if (!result.ok) throw new RecordValidationError(result.issues);
-  return result.value;
+  return valueOrThrow(safeParseStreamSession(data));
 }
 
 /**
@@ -184,16 +182,12 @@ export function parseStreamSession(data: unknown): StreamSession {
  * (ImmutableFieldError), and the phase moves along a legal edge (IllegalTransitionError).
  */
 export function checkSessionUpdate(previous: StreamSession, next: StreamSession): void {
-  const issues: RecordIssue[] = [];
-  const same = (path: IssuePath, was: unknown, now: unknown) => {
-    if (was !== now) issues.push(immutable(path, was, now));
-  };
-  same(['metadata', 'name'], previous.metadata.name, next.metadata.name);
-  if (next.metadata.uid !== undefined) {
-    same(['metadata', 'uid'], previous.metadata.uid, next.metadata.uid);
+  const issues = changedMetadataIds(previous.metadata, next.metadata);
+  for (const id of ['sessionId', 'clusterId'] as const) {
+    if (next.spec[id] !== previous.spec[id]) {
+      issues.push(immutable(['spec', id], previous.spec[id], next.spec[id]));
+    }
   }
-  same(['spec', 'sessionId'], previous.spec.sessionId, next.spec.sessionId);
-  same(['spec', 'clusterId'], previous.spec.clusterId, next.spec.clusterId);
   if (issues.length) throw new ImmutableFieldError(issues);
   const from = previous.status.phase;
   const to = next.status.phase;

@@ -66,6 +66,20 @@ export class IllegalTransitionError extends RecordValidationError {
 
 export type Validated<T> = { ok: true; value: T } | { ok: false; issues: RecordIssue[] };
 
+/** The value, or RecordValidationError with every issue. */
+export function valueOrThrow<T>(result: Validated<T>): T {
+  if (!result.ok) throw new RecordValidationError(result.issues);
+  return result.value;
+}
+
+/** An update changed `path` (an id) from `was` to `now`. */
+export function immutable(path: IssuePath, was: unknown, now: unknown): RecordIssue {
+  return {
+    path,
+    message: `is immutable (was ${JSON.stringify(was)}, the update has ${JSON.stringify(now)})`,
+  };
+}
+
 /** Parses with the messages below; issues come in the schema's field order. */
 export function validate<T>(schema: z.ZodType<T>, data: unknown): Validated<T> {
   const result = schema.safeParse(data, { error: message });
