@@ -66,9 +66,14 @@ export interface AlertingProps extends AlertingOptions {
   readonly bus: events.IEventBus;
 }
 
-/** Decisions that need a human: PagerDuty opens an incident (dedup by node). */
+/**
+ * Decisions that need a human: PagerDuty opens an incident (dedup by node). The same ones the
+ * alerts function pages on by default (DEFAULT_PAGERDUTY_DETAIL_TYPES), plus an opened circuit.
+ */
 export const PAGE_ON: readonly string[] = [
   DecisionEvents.nodeIsolated,
+  DecisionEvents.isolationSuppressed,
+  DecisionEvents.nodeDeclaredLost,
   DecisionEvents.migrationFailed,
   DecisionEvents.circuitOpened,
 ];
