@@ -52,9 +52,7 @@ let lambda: AlertDeps | undefined;
 
 export type AlertsInput = EventBridgeEvent | { action: 'redeliver' };
 
-export async function handler(
-  input: AlertsInput,
-): Promise<DeliveryReport[] | RedeliveryReport> {
+export async function handler(input: AlertsInput): Promise<DeliveryReport[] | RedeliveryReport> {
   const base = lambdaDeps('alerts');
   lambda ??= {
     store: base.store,
@@ -62,7 +60,10 @@ export async function handler(
     targets: alertTargetsFromEnv(),
     ...alertDeliveryFromEnv(),
   };
-  if ('action' in input || (input.source === 'aws.events' && input['detail-type'] === 'Scheduled Event')) {
+  if (
+    'action' in input ||
+    (input.source === 'aws.events' && input['detail-type'] === 'Scheduled Event')
+  ) {
     return redeliverAlerts(lambda);
   }
   // Failures are dead-lettered, not thrown: a Lambda retry would only repeat what the queue holds.

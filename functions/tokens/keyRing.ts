@@ -42,7 +42,8 @@ export class KeyRingSource {
     this.env = options.env ?? process.env;
     this.now = options.now ?? Date.now;
     const fromEnv = Number(this.env.STREAMHEAL_TOKEN_KEYS_CACHE_MS);
-    this.cacheMs = options.cacheMs ?? (Number.isFinite(fromEnv) && fromEnv >= 0 ? fromEnv : 300_000);
+    this.cacheMs =
+      options.cacheMs ?? (Number.isFinite(fromEnv) && fromEnv >= 0 ? fromEnv : 300_000);
   }
 
   /** Where the ring comes from: `env`, `secretsmanager` or `cluster-secret`. */
@@ -62,7 +63,10 @@ export class KeyRingSource {
     } catch (error) {
       // A secret that cannot be read right now: keep signing with the ring we had.
       if (this.cached) {
-        this.options.logger?.warn({ err: error }, 'token key ring not refreshed; using the cached one');
+        this.options.logger?.warn(
+          { err: error },
+          'token key ring not refreshed; using the cached one',
+        );
         return this.cached.ring;
       }
       throw error;
@@ -100,7 +104,9 @@ export class KeyRingSource {
         try {
           answer = await this.client.send(new GetSecretValueCommand({ SecretId: arn }));
         } catch (error) {
-          throw new KeyRingConfigError(`reading ${arn}: ${(error as Error).message}`, { cause: error });
+          throw new KeyRingConfigError(`reading ${arn}: ${(error as Error).message}`, {
+            cause: error,
+          });
         }
         const text = answer.SecretString;
         if (!text) throw new KeyRingConfigError(`${arn} has no SecretString`);

@@ -194,7 +194,9 @@ export class ControlPlane {
         reserved.ejected[node] = { status: eject.status, since: eject.at, rule: eject.rule };
         if (!(await this.putIfVersion(CLUSTER_KEY, reserved, cluster.version))) continue;
       }
-      if (!(await this.putIfVersion(CONTROL_NODE_PREFIX + node, out.record, stored?.version ?? 0))) {
+      if (
+        !(await this.putIfVersion(CONTROL_NODE_PREFIX + node, out.record, stored?.version ?? 0))
+      ) {
         continue;
       }
       await this.syncCluster(node);
@@ -383,31 +385,51 @@ export class ControlPlane {
         return this.carryOutEject(decision);
       case 'reinstate': {
         const message = reinstateLine(decision.node, decision.rule);
-        this.logger.info({ node: decision.node, rule: decision.rule, decision: decision.id }, message);
+        this.logger.info(
+          { node: decision.node, rule: decision.rule, decision: decision.id },
+          message,
+        );
         await this.publish(
-          decisionEvent(DECISION_DETAIL_TYPES.reinstate, decision, {
-            decision: 'reinstate',
-            message,
-            status: 'active',
-            ...(decision.rule === undefined ? {} : { rule: decision.rule }),
-          }, undefined, this.now()),
+          decisionEvent(
+            DECISION_DETAIL_TYPES.reinstate,
+            decision,
+            {
+              decision: 'reinstate',
+              message,
+              status: 'active',
+              ...(decision.rule === undefined ? {} : { rule: decision.rule }),
+            },
+            undefined,
+            this.now(),
+          ),
         );
         return;
       }
       case 'suppressed': {
         const message = suppressedLine(decision.node, decision.reason, decision.guard);
         this.logger.warn(
-          { node: decision.node, rule: decision.rule, guard: decision.guard, decision: decision.id },
+          {
+            node: decision.node,
+            rule: decision.rule,
+            guard: decision.guard,
+            decision: decision.id,
+          },
           message,
         );
         await this.publish(
-          decisionEvent(DECISION_DETAIL_TYPES.suppressed, decision, {
-            decision: 'suppressed',
-            message,
-            rule: decision.rule,
-            reason: decision.reason,
-            guard: decision.guard,
-          }, undefined, this.now()),
+          decisionEvent(
+            DECISION_DETAIL_TYPES.suppressed,
+            decision,
+            {
+              decision: 'suppressed',
+              message,
+              rule: decision.rule,
+              reason: decision.reason,
+              guard: decision.guard,
+            },
+            undefined,
+            this.now(),
+          ),
         );
         return;
       }
@@ -419,15 +441,21 @@ export class ControlPlane {
           message,
         );
         await this.publish(
-          decisionEvent(DECISION_DETAIL_TYPES.lost, decision, {
-            decision: 'lost',
-            message,
-            status: 'lost',
-            cause: decision.cause,
-            causeText: decision.causeText,
-            sessions,
-            ...(decision.incarnation ? { incarnation: decision.incarnation } : {}),
-          }, undefined, this.now()),
+          decisionEvent(
+            DECISION_DETAIL_TYPES.lost,
+            decision,
+            {
+              decision: 'lost',
+              message,
+              status: 'lost',
+              cause: decision.cause,
+              causeText: decision.causeText,
+              sessions,
+              ...(decision.incarnation ? { incarnation: decision.incarnation } : {}),
+            },
+            undefined,
+            this.now(),
+          ),
         );
         return;
       }
@@ -439,15 +467,21 @@ export class ControlPlane {
     const isolating = ejectLine(node, status, reason);
     this.logger.warn({ node, rule, status, decision: decision.id }, isolating);
     await this.publish(
-      decisionEvent(DECISION_DETAIL_TYPES.eject, decision, {
-        decision: status === 'isolated' ? 'isolate' : 'mark_unhealthy',
-        message: isolating,
-        status,
-        rule,
-        reason,
-        action: decision.action,
-        ...(decision.trace ? { trace: decision.trace } : {}),
-      }, undefined, this.now()),
+      decisionEvent(
+        DECISION_DETAIL_TYPES.eject,
+        decision,
+        {
+          decision: status === 'isolated' ? 'isolate' : 'mark_unhealthy',
+          message: isolating,
+          status,
+          rule,
+          reason,
+          action: decision.action,
+          ...(decision.trace ? { trace: decision.trace } : {}),
+        },
+        undefined,
+        this.now(),
+      ),
     );
     const view = await this.readView();
     const count = await this.sessionCount(node, view.registered.get(node));
@@ -464,16 +498,22 @@ export class ControlPlane {
       extra: Record<string, unknown>,
     ) =>
       this.publish(
-        decisionEvent(type, decision, {
-          decision: part,
-          message,
-          from: node,
-          requested: count,
-          targets,
-          moveId: decision.id,
-          ...(decision.trace ? { trace: decision.trace } : {}),
-          ...extra,
-        }, part, this.now()),
+        decisionEvent(
+          type,
+          decision,
+          {
+            decision: part,
+            message,
+            from: node,
+            requested: count,
+            targets,
+            moveId: decision.id,
+            ...(decision.trace ? { trace: decision.trace } : {}),
+            ...extra,
+          },
+          part,
+          this.now(),
+        ),
       );
     if (targets.length === 0) {
       const message = noTargetLine(node, count);
@@ -515,7 +555,10 @@ export class ControlPlane {
   }
 
   /** The node's Active sessions (StreamSession records), else its registered connections. */
-  private async sessionCount(node: string, registration: RegisteredNode | undefined): Promise<number> {
+  private async sessionCount(
+    node: string,
+    registration: RegisteredNode | undefined,
+  ): Promise<number> {
     const active = await this.activeSessions(node);
     return active.length > 0 ? active.length : connectionsOf(registration);
   }

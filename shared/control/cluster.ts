@@ -3,11 +3,7 @@
  * of them are ejected or lost (`control/cluster`), and their load. Pure functions.
  */
 import type { GuardCounts } from './guards.js';
-import type {
-  ClusterControlRecord,
-  MoveTarget,
-  RegisteredNode,
-} from './types.js';
+import type { ClusterControlRecord, MoveTarget, RegisteredNode } from './types.js';
 
 export interface ClusterView {
   registered: ReadonlyMap<string, RegisteredNode>;
@@ -45,7 +41,9 @@ export function isNewerIncarnation(
 export function isLostNow(view: ClusterView, node: string): boolean {
   const lost = view.cluster.lost[node];
   const registration = view.registered.get(node);
-  return lost !== undefined && registration !== undefined && !isNewerIncarnation(registration, lost);
+  return (
+    lost !== undefined && registration !== undefined && !isNewerIncarnation(registration, lost)
+  );
 }
 
 /**

@@ -102,7 +102,12 @@ export function decideNode(input: DecideNodeInput): DecideNodeOutput {
   const t = eventTimeMs(event);
   const stored = input.record ? structuredClone(input.record) : undefined;
   if (!Number.isFinite(t)) {
-    return { outcome: 'ignored', record: stored ?? newNodeRecord(node, 0), decisions: [], matched: [] };
+    return {
+      outcome: 'ignored',
+      record: stored ?? newNodeRecord(node, 0),
+      decisions: [],
+      matched: [],
+    };
   }
   let record = stored ?? newNodeRecord(node, t);
   const unchanged = (outcome: DecideOutcome): DecideNodeOutput => ({

@@ -52,7 +52,10 @@ function planFor(condition: Condition): { hash: string; plan: RulePlan } {
   let plan = plans.get(hash);
   if (!plan) {
     if (plans.size >= MAX_CACHED_PLANS) plans.clear();
-    plan = compileRules({ match: 'all', rules: [{ name: hash, when: condition, then: { action: 'match' } }] });
+    plan = compileRules({
+      match: 'all',
+      rules: [{ name: hash, when: condition, then: { action: 'match' } }],
+    });
     plans.set(hash, plan);
   }
   return { hash, plan };

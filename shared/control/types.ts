@@ -51,7 +51,7 @@ export interface TimedObservation {
  * - `facts`: the last value of every fact folded so far, with its time.
  */
 export interface RuleMemory {
-  /** Observations at or before this time are folded; events older than it are stale. */
+  /** Observations older than this are folded into the checkpoint; events older than it are stale. */
   watermark: number;
   buffer: TimedObservation[];
   /** Condition hash → rule state (NaN stored as null). */

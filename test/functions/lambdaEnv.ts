@@ -34,7 +34,9 @@ const VARIABLES = [
 
 export async function startLambdaEnv(extra: Record<string, string> = {}): Promise<LambdaEnv> {
   const saved = Object.fromEntries(VARIABLES.map((name) => [name, process.env[name]]));
-  const savedExtra = Object.fromEntries(Object.keys(extra).map((name) => [name, process.env[name]]));
+  const savedExtra = Object.fromEntries(
+    Object.keys(extra).map((name) => [name, process.env[name]]),
+  );
   const dynalite = await startDynalite();
   const eventBridge = await EventBridgeEndpoint.start();
   const prefix = `fn-${randomBytes(4).toString('hex')}-`;

@@ -26,12 +26,7 @@ import type { ControlDeps } from '../../functions/runtime.js';
 import type { EventBus } from '../../shared/bus/EventBus.js';
 import type { StateStore } from '../../shared/store/StateStore.js';
 import { DEFAULT_HISTORY_LIMITS, type HistoryLimits } from '../../shared/store/StateStore.js';
-import {
-  childBackendEnv,
-  openBackends,
-  type BackendConfig,
-  type Backends,
-} from '../backends.js';
+import { childBackendEnv, openBackends, type BackendConfig, type Backends } from '../backends.js';
 import { orchestratorChildren } from '../orchestrator/children.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 import { clusterFilePath, removeClusterFile, writeClusterFile } from './clusterFile.js';
@@ -393,7 +388,9 @@ function positiveInt(value: string | undefined): number | undefined {
 function validatePorts(base: number, count: number, taken: [number, number, string][]): void {
   const last = base + count - 1;
   if (!Number.isInteger(base) || base < 1 || last > 65535) {
-    throw new ClusterConfigError(`invalid orchestrator port base ${base} for ${count} orchestrators`);
+    throw new ClusterConfigError(
+      `invalid orchestrator port base ${base} for ${count} orchestrators`,
+    );
   }
   for (const [from, to, what] of taken) {
     if (base <= to && last >= from) {

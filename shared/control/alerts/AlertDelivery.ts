@@ -78,7 +78,8 @@ export interface RedeliveryReport {
   remaining: number;
 }
 
-type AttemptResult = { ok: true } | { ok: false; retry: boolean; error: string; retryAfterMs?: number };
+type AttemptResult =
+  { ok: true } | { ok: false; retry: boolean; error: string; retryAfterMs?: number };
 
 export class AlertDelivery {
   private readonly now: () => number;
@@ -125,7 +126,9 @@ export class AlertDelivery {
   }
 
   /** The dead letters of a target, oldest first. */
-  async deadLetters(target: string): Promise<{ key: string; version: number; value: DeadLetter }[]> {
+  async deadLetters(
+    target: string,
+  ): Promise<{ key: string; version: number; value: DeadLetter }[]> {
     const records = await this.options.store.list<DeadLetter>(`${DEAD_LETTER_PREFIX}${target}/`);
     return records.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
@@ -146,7 +149,8 @@ export class AlertDelivery {
     if (!targetWants(target, event['detail-type'])) {
       return { target: name, outcome: 'skipped', attempts: 0 };
     }
-    if (await this.wasSent(target, event.id)) return { target: name, outcome: 'duplicate', attempts: 0 };
+    if (await this.wasSent(target, event.id))
+      return { target: name, outcome: 'duplicate', attempts: 0 };
     // Earlier events waiting for this target go first; if they cannot, this one waits too.
     const backlog = await this.redeliverTo(target);
     if (backlog.remaining > 0) {
@@ -169,7 +173,13 @@ export class AlertDelivery {
       await this.sleep(this.delay(attempts - 1, last.retryAfterMs));
     }
     const error = last.ok ? '' : last.error;
-    await this.deadLetter(target, event, attempts, error, last.ok || last.retry ? {} : { refused: true });
+    await this.deadLetter(
+      target,
+      event,
+      attempts,
+      error,
+      last.ok || last.retry ? {} : { refused: true },
+    );
     this.options.logger.error(
       { target: name, event: event.id, detailType: event['detail-type'], attempts, error },
       `alert ${event['detail-type']} to ${name} failed after ${attempts} attempts (${error}); dead-lettered`,
@@ -230,7 +240,9 @@ export class AlertDelivery {
   private delay(attempt: number, retryAfterMs: number | undefined): number {
     const backoff = this.options.backoff ?? SEED_BACKOFF;
     const delay = seedBackoff(attempt, backoff);
-    return retryAfterMs === undefined ? delay : Math.max(delay, Math.min(retryAfterMs, backoff.capMs));
+    return retryAfterMs === undefined
+      ? delay
+      : Math.max(delay, Math.min(retryAfterMs, backoff.capMs));
   }
 
   private async attempt(target: AlertTarget, event: BusEvent): Promise<AttemptResult> {
@@ -250,7 +262,9 @@ export class AlertDelivery {
         ok: false,
         retry: s === 408 || s === 425 || s === 429 || s >= 500,
         error: `HTTP ${s}${text ? `: ${text.slice(0, 200)}` : ''}`,
-        ...(Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfterMs: retryAfter * 1000 } : {}),
+        ...(Number.isFinite(retryAfter) && retryAfter > 0
+          ? { retryAfterMs: retryAfter * 1000 }
+          : {}),
       };
     } catch (error) {
       const cause = (error as { cause?: { code?: string } }).cause;

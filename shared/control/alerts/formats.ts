@@ -57,7 +57,10 @@ export function slackMessage(event: BusEvent): { text: string; blocks: unknown[]
     blocks: [
       {
         type: 'section',
-        text: { type: 'mrkdwn', text: `*${escapeSlack(event['detail-type'])}* · \`${escapeSlack(node)}\`\n${escapeSlack(message)}` },
+        text: {
+          type: 'mrkdwn',
+          text: `*${escapeSlack(event['detail-type'])}* · \`${escapeSlack(node)}\`\n${escapeSlack(message)}`,
+        },
       },
       {
         type: 'context',
@@ -88,7 +91,9 @@ export function pagerDutyEvent(event: BusEvent, routingKey: string): Record<stri
     routing_key: routingKey,
     event_action: 'trigger',
     dedup_key:
-      detailType === DecisionEvents.nodeIsolated ? isolationKey(node) : `streamheal/event/${event.id}`,
+      detailType === DecisionEvents.nodeIsolated
+        ? isolationKey(node)
+        : `streamheal/event/${event.id}`,
     payload: {
       summary: `${detailType}: ${message}`.slice(0, 1024),
       source: node,
@@ -115,7 +120,11 @@ export function alertRequest(target: AlertTarget, event: BusEvent, nowMs: number
       const body = JSON.stringify(webhookPayload(event));
       return {
         url: target.url,
-        headers: { ...base, [EVENT_ID_HEADER]: event.id, ...signWebhook(target.secret, body, nowMs) },
+        headers: {
+          ...base,
+          [EVENT_ID_HEADER]: event.id,
+          ...signWebhook(target.secret, body, nowMs),
+        },
         body,
       };
     }

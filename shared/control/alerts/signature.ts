@@ -20,10 +20,7 @@ export const SIGNATURE_VERSION = 'v1';
 export const DEFAULT_TOLERANCE_SECONDS = 300;
 
 export function signatureOf(secret: string, timestamp: number, body: string | Buffer): string {
-  return createHmac('sha256', secret)
-    .update(`${timestamp}.`)
-    .update(body)
-    .digest('hex');
+  return createHmac('sha256', secret).update(`${timestamp}.`).update(body).digest('hex');
 }
 
 /** The two headers for a body sent at `nowMs`. */

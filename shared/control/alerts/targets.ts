@@ -86,7 +86,9 @@ export function alertTargetsFromEnv(env: NodeJS.ProcessEnv = process.env): Alert
   const inline = env.STREAMHEAL_ALERT_TARGETS;
   const file = env.STREAMHEAL_ALERT_TARGETS_FILE;
   if (inline && file) {
-    throw new AlertConfigError('set STREAMHEAL_ALERT_TARGETS or STREAMHEAL_ALERT_TARGETS_FILE, not both');
+    throw new AlertConfigError(
+      'set STREAMHEAL_ALERT_TARGETS or STREAMHEAL_ALERT_TARGETS_FILE, not both',
+    );
   }
   if (!inline && !file) return [];
   let data: unknown;
@@ -103,7 +105,8 @@ export function alertTargetsFromEnv(env: NodeJS.ProcessEnv = process.env): Alert
 /** Whether `target` takes events of `detailType`. */
 export function targetWants(target: AlertTarget, detailType: string): boolean {
   const wanted =
-    target.detailTypes ?? (target.type === 'pagerduty' ? DEFAULT_PAGERDUTY_DETAIL_TYPES : undefined);
+    target.detailTypes ??
+    (target.type === 'pagerduty' ? DEFAULT_PAGERDUTY_DETAIL_TYPES : undefined);
   return wanted === undefined || wanted.includes(detailType);
 }
 

@@ -81,7 +81,9 @@ describe('alerts: Lambda handler', () => {
     expect(await handler({ action: 'redeliver' })).toEqual({ sent: 0, failed: 0, remaining: 0 });
     expect(hook.json<{ id: string }>().map((b) => b.id)).toEqual(events.map((e) => e.id));
     for (const request of hook.received) {
-      expect(verifyWebhookSignature({ secret: SECRET, body: request.body, headers: request.headers }).ok).toBe(true);
+      expect(
+        verifyWebhookSignature({ secret: SECRET, body: request.body, headers: request.headers }).ok,
+      ).toBe(true);
     }
     expect(await env.store.list(`${DEAD_LETTER_PREFIX}ops/`)).toEqual([]);
     // Delivered again by EventBridge: Slack is not posted twice.

@@ -12,12 +12,23 @@ import { Sources } from '../../../shared/bus/events.js';
 import { InProcessBus } from '../../../shared/bus/InProcessBus.js';
 import { routeCatalogue } from '../../../shared/bus/router.js';
 import type { MoveRequestRecord } from '../../../shared/control/moves.js';
-import { CONTROL_NODE_PREFIX, MOVE_PREFIX, type NodeControlRecord } from '../../../shared/control/types.js';
+import {
+  CONTROL_NODE_PREFIX,
+  MOVE_PREFIX,
+  type NodeControlRecord,
+} from '../../../shared/control/types.js';
 import { MemoryStore } from '../../../shared/store/MemoryStore.js';
 import { decideRunner, handler } from '../../../functions/decide/handler.js';
 import { nodeLostRunner } from '../../../functions/nodeLost/handler.js';
 import { closeLambdaDeps } from '../../../functions/runtime.js';
-import { T0, captureLogs, overloaded, recovered, register, sleep } from '../../shared/control/helpers.js';
+import {
+  T0,
+  captureLogs,
+  overloaded,
+  recovered,
+  register,
+  sleep,
+} from '../../shared/control/helpers.js';
 import { asDelivered, startLambdaEnv, type LambdaEnv } from '../lambdaEnv.js';
 
 describe('decide: Lambda handler on DynamoDB and EventBridge', () => {
@@ -37,7 +48,11 @@ describe('decide: Lambda handler on DynamoDB and EventBridge', () => {
     // EventBridge gives a retried PutEvents a second id; our id in the detail is the same.
     const copy = await handler(asDelivered(event));
 
-    expect(first).toMatchObject({ eventId: event.id, outcome: 'applied', decisions: [{ kind: 'eject' }] });
+    expect(first).toMatchObject({
+      eventId: event.id,
+      outcome: 'applied',
+      decisions: [{ kind: 'eject' }],
+    });
     expect(copy).toMatchObject({ eventId: event.id, outcome: 'duplicate', decisions: [] });
     // The handler returned only after EventBridge accepted its decision events.
     const published = env.eventBridge.events();
@@ -54,9 +69,18 @@ describe('decide: Lambda handler on DynamoDB and EventBridge', () => {
     expect(typeof published[0]!.detail[EVENT_ID_FIELD]).toBe('string');
     const moves = await env.store.list<MoveRequestRecord>(MOVE_PREFIX);
     expect(moves.map((m) => m.value)).toEqual([
-      expect.objectContaining({ fromNode: 'gateway-1', count: 40, targets: [{ node: 'gateway-2', count: 20 }, { node: 'gateway-3', count: 20 }] }),
+      expect.objectContaining({
+        fromNode: 'gateway-1',
+        count: 40,
+        targets: [
+          { node: 'gateway-2', count: 20 },
+          { node: 'gateway-3', count: 20 },
+        ],
+      }),
     ]);
-    expect((await env.store.get(`decisions/${event.id}`))?.value).toMatchObject({ status: 'completed' });
+    expect((await env.store.get(`decisions/${event.id}`))?.value).toMatchObject({
+      status: 'completed',
+    });
     const record = await env.store.get<NodeControlRecord>(CONTROL_NODE_PREFIX + 'gateway-1');
     expect(record?.value.status).toBe('isolated');
   });

@@ -20,7 +20,11 @@ describe('nodeLost: Lambda handler for ECS Task State Change', () => {
     await register(env.store, 'gateway-7', 2, { taskArn, pid: 1 });
     await register(env.store, 'gateway-8', 0, { pid: 1 });
     const repo = new RecordRepository(env.store);
-    for (const [name, node] of [['s1', 'gateway-7'], ['s2', 'gateway-7'], ['s3', 'gateway-8']]) {
+    for (const [name, node] of [
+      ['s1', 'gateway-7'],
+      ['s2', 'gateway-7'],
+      ['s3', 'gateway-8'],
+    ]) {
       await repo.putSession({
         apiVersion: API_V2,
         kind: 'StreamSession',
@@ -47,13 +51,22 @@ describe('nodeLost: Lambda handler for ECS Task State Change', () => {
       detail: { ...ecsTaskStopped.detail, version: 4 },
     });
 
-    expect(first).toMatchObject({ outcome: 'applied', node: 'gateway-7', decisions: [{ kind: 'lost' }] });
+    expect(first).toMatchObject({
+      outcome: 'applied',
+      node: 'gateway-7',
+      decisions: [{ kind: 'lost' }],
+    });
     expect(same.outcome).toBe('duplicate');
     expect(again.outcome).toBe('duplicate');
     expect(older).toMatchObject({ outcome: 'duplicate', why: 'ECS version 4 ≤ 5 already handled' });
     const sessions = await new RecordRepository(env.store).listSessions();
-    expect(Object.fromEntries(sessions.map((s) => [s.record.metadata.name, s.record.status]))).toEqual({
-      s1: expect.objectContaining({ phase: 'Failed', message: expect.stringContaining('gateway-7 lost') }),
+    expect(
+      Object.fromEntries(sessions.map((s) => [s.record.metadata.name, s.record.status])),
+    ).toEqual({
+      s1: expect.objectContaining({
+        phase: 'Failed',
+        message: expect.stringContaining('gateway-7 lost'),
+      }),
       s2: expect.objectContaining({ phase: 'Failed' }),
       s3: expect.objectContaining({ phase: 'Active' }),
     });

@@ -32,9 +32,15 @@ describe('tokens: keys from the environment', () => {
     const store = new MemoryStore();
     try {
       const ring = keyRingFromSecret(`${K1},${K2}`); // the gateway's ring: same keys, any order
-      const claims = await verifyRedirectToken(ring, tokens[0]!.token, { expectedTarget: 'gateway-2', store });
+      const claims = await verifyRedirectToken(ring, tokens[0]!.token, {
+        expectedTarget: 'gateway-2',
+        store,
+      });
       expect(claims.sessionId).toBe('sess_abc123');
-      const replay = await verifyRedirectToken(ring, tokens[0]!.token, { expectedTarget: 'gateway-2', store }).catch(errorCode);
+      const replay = await verifyRedirectToken(ring, tokens[0]!.token, {
+        expectedTarget: 'gateway-2',
+        store,
+      }).catch(errorCode);
       expect(replay).toBe('token_replayed');
     } finally {
       await store.close();
@@ -43,24 +49,33 @@ describe('tokens: keys from the environment', () => {
 
   it('issues several at once, and refuses a grant over 15 s or with an empty id, issuing none', async () => {
     const keys = new KeyRingSource({ env: { STREAMHEAL_TOKEN_KEYS: K1 } });
-    const { tokens } = await issueTokens({ grants: [grant, { ...grant, sessionId: 's2' }] }, { keys });
+    const { tokens } = await issueTokens(
+      { grants: [grant, { ...grant, sessionId: 's2' }] },
+      { keys },
+    );
     expect(tokens.map((t) => t.claims.sessionId)).toEqual(['sess_abc123', 's2']);
     expect(new Set(tokens.map((t) => t.claims.tokenId)).size).toBe(2);
     await expect(issueTokens({ ...grant, lifetimeMs: 15_001 }, { keys })).rejects.toMatchObject({
       code: 'invalid_grant',
       message: expect.stringContaining('lifetimeMs'),
     });
-    await expect(issueTokens({ grants: [grant, { ...grant, targetNode: '' }] }, { keys })).rejects.toMatchObject({
+    await expect(
+      issueTokens({ grants: [grant, { ...grant, targetNode: '' }] }, { keys }),
+    ).rejects.toMatchObject({
       code: 'invalid_grant',
       message: expect.stringContaining('grants.1.targetNode'),
     });
   });
 
   it('falls back to the cluster secret, and says so when there is no key at all', async () => {
-    const fallback = new KeyRingSource({ env: { STREAMHEAL_CLUSTER_SECRET: 'cluster-secret-0123456789' } });
+    const fallback = new KeyRingSource({
+      env: { STREAMHEAL_CLUSTER_SECRET: 'cluster-secret-0123456789' },
+    });
     expect(fallback.origin).toBe('cluster-secret');
     expect((await fallback.get()).keys.size).toBe(1);
-    await expect(new KeyRingSource({ env: {} }).get()).rejects.toMatchObject({ code: 'key_ring_unavailable' });
+    await expect(new KeyRingSource({ env: {} }).get()).rejects.toMatchObject({
+      code: 'key_ring_unavailable',
+    });
   });
 });
 
@@ -98,7 +113,11 @@ describe('tokens: keys from Secrets Manager', () => {
   it('reads the ring once per cache period and picks up a rotation, old tokens still verifying', async () => {
     endpoint.secrets.set(ARN, K1);
     let now = 1_000_000;
-    const keys = new KeyRingSource({ env: { STREAMHEAL_TOKEN_KEYS_SECRET_ARN: ARN }, cacheMs: 60_000, now: () => now });
+    const keys = new KeyRingSource({
+      env: { STREAMHEAL_TOKEN_KEYS_SECRET_ARN: ARN },
+      cacheMs: 60_000,
+      now: () => now,
+    });
     sources.push(keys);
     expect(keys.origin).toBe('secretsmanager');
     const before = endpoint.calls;
@@ -131,7 +150,11 @@ describe('tokens: keys from Secrets Manager', () => {
   it('keeps signing with the cached ring while the secret cannot be read, and fails without one', async () => {
     let now = 2_000_000;
     endpoint.secrets.set(ARN, K1);
-    const keys = new KeyRingSource({ env: { STREAMHEAL_TOKEN_KEYS_SECRET_ARN: ARN }, cacheMs: 1_000, now: () => now });
+    const keys = new KeyRingSource({
+      env: { STREAMHEAL_TOKEN_KEYS_SECRET_ARN: ARN },
+      cacheMs: 1_000,
+      now: () => now,
+    });
     sources.push(keys);
     await keys.get();
     endpoint.secrets.delete(ARN);

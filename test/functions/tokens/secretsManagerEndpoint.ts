@@ -10,14 +10,11 @@ import type { AddressInfo } from 'node:net';
 export class SecretsManagerEndpoint {
   readonly secrets = new Map<string, string>();
   calls = 0;
-  private constructor(
-    private readonly server: Server,
-    readonly port: number,
-  ) {}
+  port = 0;
+  private readonly server: Server;
 
-  static async start(): Promise<SecretsManagerEndpoint> {
-    let self: SecretsManagerEndpoint | undefined;
-    const server = createServer((req, res) => {
+  private constructor() {
+    this.server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
@@ -25,15 +22,20 @@ export class SecretsManagerEndpoint {
           res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1' });
           res.end(JSON.stringify(body));
         };
-        self!.calls++;
+        this.calls++;
         if (req.headers['x-amz-target'] !== 'secretsmanager.GetSecretValue') {
           return answer(400, { __type: 'UnknownOperationException', message: 'unknown operation' });
         }
         if (!String(req.headers.authorization ?? '').includes('/secretsmanager/aws4_request')) {
-          return answer(400, { __type: 'MissingAuthenticationTokenException', message: 'no SigV4' });
+          return answer(400, {
+            __type: 'MissingAuthenticationTokenException',
+            message: 'no SigV4',
+          });
         }
-        const { SecretId } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { SecretId: string };
-        const value = self!.secrets.get(SecretId);
+        const { SecretId } = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
+          SecretId: string;
+        };
+        const value = this.secrets.get(SecretId);
         if (value === undefined) {
           return answer(400, {
             __type: 'ResourceNotFoundException',
@@ -50,9 +52,14 @@ export class SecretsManagerEndpoint {
         });
       });
     });
+  }
+
+  static async start(): Promise<SecretsManagerEndpoint> {
+    const endpoint = new SecretsManagerEndpoint();
+    const server = endpoint.server;
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-    self = new SecretsManagerEndpoint(server, (server.address() as AddressInfo).port);
-    return self;
+    endpoint.port = (server.address() as AddressInfo).port;
+    return endpoint;
   }
 
   get url(): string {

@@ -84,7 +84,11 @@ describe.each(['memory', 'remote'] as const)('ControlPlane on the %s store', (ki
     const result = await plane.decide(overloaded('gateway-01', T0));
     await settle();
 
-    expect(result).toMatchObject({ outcome: 'applied', node: 'gateway-01', matched: ['cpu-overload'] });
+    expect(result).toMatchObject({
+      outcome: 'applied',
+      node: 'gateway-01',
+      matched: ['cpu-overload'],
+    });
     expect(result.decisions.map((d) => d.kind)).toEqual(['eject']);
     const messages = logs.messages();
     const isolating = messages.indexOf('isolating gateway-01 due to CPU > 95% for 30s');
@@ -160,7 +164,9 @@ describe.each(['memory', 'remote'] as const)('ControlPlane on the %s store', (ki
 
     expect(again.outcome).toBe('duplicate');
     expect(againLater.outcome).toBe('duplicate');
-    expect(published.filter((e) => e['detail-type'] === DecisionEvents.nodeIsolated)).toHaveLength(1);
+    expect(published.filter((e) => e['detail-type'] === DecisionEvents.nodeIsolated)).toHaveLength(
+      1,
+    );
     expect(await store.list(MOVE_PREFIX)).toHaveLength(1);
   });
 
@@ -238,7 +244,9 @@ describe('ControlPlane under concurrency', () => {
     );
     expect(codes.sort()).toEqual(expect.arrayContaining(['applied']));
     expect(codes.filter((c) => c === 'applied')).toHaveLength(1);
-    expect(published.filter((e) => e['detail-type'] === DecisionEvents.nodeIsolated)).toHaveLength(1);
+    expect(published.filter((e) => e['detail-type'] === DecisionEvents.nodeIsolated)).toHaveLength(
+      1,
+    );
     expect(await store.list(MOVE_PREFIX)).toHaveLength(1);
   });
 });
@@ -303,18 +311,31 @@ describe('ControlPlane: nodeLost', () => {
 
   it('treats a restarted gateway as new: its later loss is a second decision', async () => {
     const { store, plane, published } = await setup('memory');
-    await register(store, 'gateway-1', 0, { pid: 1, startedAt: new Date(T0 - 60_000).toISOString() });
+    await register(store, 'gateway-1', 0, {
+      pid: 1,
+      startedAt: new Date(T0 - 60_000).toISOString(),
+    });
     const exit = (pid: number, t: number) => ({
-      ...makeEvent(Sources.control, 'Gateway Process Exited', { node: 'gateway-1', pid, signal: 'SIGKILL' }, ['gateway-1']),
+      ...makeEvent(
+        Sources.control,
+        'Gateway Process Exited',
+        { node: 'gateway-1', pid, signal: 'SIGKILL' },
+        ['gateway-1'],
+      ),
       time: new Date(t).toISOString(),
     });
     await plane.nodeLost(exit(1, T0));
-    await register(store, 'gateway-1', 0, { pid: 2, startedAt: new Date(T0 + 1_000).toISOString() });
+    await register(store, 'gateway-1', 0, {
+      pid: 2,
+      startedAt: new Date(T0 + 1_000).toISOString(),
+    });
     expect((await plane.nodeLost(exit(2, T0 + 5_000))).outcome).toBe('applied');
     // A late report about the first process changes nothing.
     expect((await plane.nodeLost(exit(1, T0 + 100))).outcome).not.toBe('applied');
     await settle();
-    expect(published.filter((e) => e['detail-type'] === DecisionEvents.nodeDeclaredLost)).toHaveLength(2);
+    expect(
+      published.filter((e) => e['detail-type'] === DecisionEvents.nodeDeclaredLost),
+    ).toHaveLength(2);
   });
 });
 
@@ -385,7 +406,11 @@ describe('ControlPlane: recovery and moves', () => {
       DecisionEvents.migrationStarted,
       DecisionEvents.migrationFailed,
     ]);
-    expect(published[2]!.detail).toMatchObject({ requested: 30, moved: 0, error: 'gateway-2 refused Migrate' });
+    expect(published[2]!.detail).toMatchObject({
+      requested: 30,
+      moved: 0,
+      error: 'gateway-2 refused Migrate',
+    });
 
     const lonely = await setup('memory');
     await register(lonely.store, 'a', 7);
@@ -403,7 +428,9 @@ describe('ControlPlane: recovery and moves', () => {
     });
     await lonely.plane.decide(overloaded('a', T0));
     await settle();
-    expect(lonely.logs.messages()).toContain('could not rebalance 7 connections from a: no eligible target');
+    expect(lonely.logs.messages()).toContain(
+      'could not rebalance 7 connections from a: no eligible target',
+    );
     expect(lonely.published.at(-1)!['detail-type']).toBe(DecisionEvents.migrationFailed);
   });
 
@@ -413,11 +440,22 @@ describe('ControlPlane: recovery and moves', () => {
     const executor = new StoreMoveExecutor(store);
     const targets = [{ node: 'b', count: 3 }];
     const trace = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' };
-    expect(await executor.moveSessions('a', targets, 3, trace, { moveId: 'm1', reason: 'r' })).toBe(3);
-    expect(await executor.moveSessions('a', targets, 3, trace, { moveId: 'm1', reason: 'r' })).toBe(3);
+    expect(await executor.moveSessions('a', targets, 3, trace, { moveId: 'm1', reason: 'r' })).toBe(
+      3,
+    );
+    expect(await executor.moveSessions('a', targets, 3, trace, { moveId: 'm1', reason: 'r' })).toBe(
+      3,
+    );
     const moves = await store.list<MoveRequestRecord>(MOVE_PREFIX);
     expect(moves.map((m) => [m.key, m.version])).toHaveLength(1);
-    expect(moves[0]!.value).toMatchObject({ id: 'm1', fromNode: 'a', targets, count: 3, trace, status: 'requested' });
+    expect(moves[0]!.value).toMatchObject({
+      id: 'm1',
+      fromNode: 'a',
+      targets,
+      count: 3,
+      trace,
+      status: 'requested',
+    });
   });
 });
 
@@ -432,7 +470,12 @@ function committedEject(record: NodeControlRecord) {
     reason: record.reason!,
     action: 'isolate',
     at: record.statusSince,
-    trigger: { eventId: record.recentEventIds[0]!, source: 'streamheal.gateway', detailType: 'Node Overloaded', time: new Date(T0).toISOString() },
+    trigger: {
+      eventId: record.recentEventIds[0]!,
+      source: 'streamheal.gateway',
+      detailType: 'Node Overloaded',
+      time: new Date(T0).toISOString(),
+    },
   };
 }
 

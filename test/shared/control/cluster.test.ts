@@ -1,10 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import {
-  formatNodeList,
-  planTargets,
-  type ClusterView,
-} from '../../../shared/control/cluster.js';
+import { formatNodeList, planTargets, type ClusterView } from '../../../shared/control/cluster.js';
 import type { RegisteredNode } from '../../../shared/control/types.js';
 
 function view(nodes: RegisteredNode[], ejected: string[] = [], lost: string[] = []): ClusterView {
@@ -52,7 +48,11 @@ describe('targets', () => {
     expect(planTargets(view([node('g1', 0), node('g5', 0, 0.2)]), 'g1', 3)).toEqual([
       { node: 'g5', count: 3 },
     ]);
-    const weighted = planTargets(view([node('g1', 0), node('a', 0, 1), node('b', 0, 0.5)]), 'g1', 30);
+    const weighted = planTargets(
+      view([node('g1', 0), node('a', 0, 1), node('b', 0, 0.5)]),
+      'g1',
+      30,
+    );
     expect(weighted).toEqual([
       { node: 'a', count: 20 },
       { node: 'b', count: 10 },
@@ -63,10 +63,16 @@ describe('targets', () => {
   it('property: assigns every session exactly once, never to the source or an excluded node', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.record({ ws: fc.nat(5000), health: fc.option(fc.double({ min: 0.01, max: 1, noNaN: true })) }), {
-          minLength: 2,
-          maxLength: 12,
-        }),
+        fc.array(
+          fc.record({
+            ws: fc.nat(5000),
+            health: fc.option(fc.double({ min: 0.01, max: 1, noNaN: true })),
+          }),
+          {
+            minLength: 2,
+            maxLength: 12,
+          },
+        ),
         fc.nat(5000),
         fc.nat(),
         (specs, count, excluded) => {

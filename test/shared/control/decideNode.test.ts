@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { BusEvent } from '../../../shared/bus/EventBus.js';
 import { HealthEvents } from '../../../shared/health/events.js';
 import { type ClusterView } from '../../../shared/control/cluster.js';
-import { decideNode, newNodeRecord } from '../../../shared/control/decideNode.js';
+import { decideNode } from '../../../shared/control/decideNode.js';
 import { decideLost } from '../../../shared/control/nodeLost.js';
 import {
   isEjected,
@@ -35,7 +35,8 @@ function clusterOf(records: Map<string, NodeControlRecord>, nodes = 3): ClusterV
   }
   const ejected: ClusterView['cluster']['ejected'] = {};
   for (const [node, record] of records) {
-    if (isEjected(record.status)) ejected[node] = { status: record.status, since: record.statusSince };
+    if (isEjected(record.status))
+      ejected[node] = { status: record.status, since: record.statusSince };
   }
   return { registered, cluster: { ejected, lost: {} } };
 }
@@ -63,7 +64,13 @@ describe('decideNode: the seed rules on event time', () => {
   it('isolates when the gateway reports its CPU rule (held 30 s), with the seed reason', () => {
     const { decisions, status } = run([overloaded(NODE, T0)]);
     expect(decisions).toMatchObject([
-      { kind: 'eject', node: NODE, status: 'isolated', rule: 'cpu-overload', reason: 'CPU > 95% for 30s' },
+      {
+        kind: 'eject',
+        node: NODE,
+        status: 'isolated',
+        rule: 'cpu-overload',
+        reason: 'CPU > 95% for 30s',
+      },
     ]);
     expect(status()).toBe('isolated');
   });
@@ -74,7 +81,11 @@ describe('decideNode: the seed rules on event time', () => {
     const { decisions } = run([...samples, cpuSample(NODE, T0 + 30_000, 0.97)]);
     expect(decisions.map((d) => d.kind)).toEqual(['eject']);
     // A dip resets the clock.
-    const dip = [...samples.slice(0, 2), cpuSample(NODE, T0 + 15_000, 0.5), cpuSample(NODE, T0 + 30_000, 0.99)];
+    const dip = [
+      ...samples.slice(0, 2),
+      cpuSample(NODE, T0 + 15_000, 0.5),
+      cpuSample(NODE, T0 + 30_000, 0.99),
+    ];
     expect(run(dip).decisions).toEqual([]);
   });
 
@@ -150,9 +161,21 @@ describe('decideNode: the seed rules on event time', () => {
       exited,
       clusterOf(records),
     ).record;
-    const before = decideNode({ node: NODE, record: lost, event: canaryFailing(NODE, T0 + 500, 1), policy: defaultPolicy(), view: clusterOf(new Map()) });
+    const before = decideNode({
+      node: NODE,
+      record: lost,
+      event: canaryFailing(NODE, T0 + 500, 1),
+      policy: defaultPolicy(),
+      view: clusterOf(new Map()),
+    });
     expect(before.outcome).toBe('stale');
-    const after = decideNode({ node: NODE, record: lost, event: canaryFailing(NODE, T0 + 2_000, 1), policy: defaultPolicy(), view: clusterOf(new Map()) });
+    const after = decideNode({
+      node: NODE,
+      record: lost,
+      event: canaryFailing(NODE, T0 + 2_000, 1),
+      policy: defaultPolicy(),
+      view: clusterOf(new Map()),
+    });
     expect(after.outcome).toBe('applied');
     expect(after.record.status).toBe('active');
     // The two misses before the loss are forgotten: one more is not three in a row.
@@ -177,7 +200,14 @@ describe('decideNode: the seed rules on event time', () => {
 
 // ------------------------------------------------------------------ delivery order properties
 
-const kinds = ['overloaded', 'recovered', 'sample', 'canaryFailing', 'canaryRecovered', 'writeBlocked'] as const;
+const kinds = [
+  'overloaded',
+  'recovered',
+  'sample',
+  'canaryFailing',
+  'canaryRecovered',
+  'writeBlocked',
+] as const;
 
 /** Events of one node with distinct times spread over 25 s (inside the 60 s reorder window). */
 const eventSets = fc
@@ -190,7 +220,10 @@ const eventSets = fc
         minLength: offsets.length,
         maxLength: offsets.length,
       }),
-      fc.array(fc.integer({ min: 1, max: 3 }), { minLength: offsets.length, maxLength: offsets.length }),
+      fc.array(fc.integer({ min: 1, max: 3 }), {
+        minLength: offsets.length,
+        maxLength: offsets.length,
+      }),
     ),
   )
   .map(([offsets, chosen, cpus, misses]) =>
@@ -208,7 +241,12 @@ const eventSets = fc
         case 'canaryRecovered':
           return canaryRecovered(NODE, t);
         case 'writeBlocked':
-          return health(NODE, HealthEvents.writeBlocked, { slow_client: 1, network: 0, process: 0 }, t);
+          return health(
+            NODE,
+            HealthEvents.writeBlocked,
+            { slow_client: 1, network: 0, process: 0 },
+            t,
+          );
       }
     }),
   );
@@ -262,7 +300,8 @@ describe('decideNode under at-least-once, out-of-order delivery', () => {
           expect(b.rules.buffer).toEqual(a.rules.buffer);
           // Each isolation is undone by a reinstatement before the next: the net is the final state.
           const net = (ds: Decision[]) =>
-            ds.filter((d) => d.kind === 'eject').length - ds.filter((d) => d.kind === 'reinstate').length;
+            ds.filter((d) => d.kind === 'eject').length -
+            ds.filter((d) => d.kind === 'reinstate').length;
           expect(net(shuffled.decisions)).toBe(net(ordered.decisions));
           expect(net(ordered.decisions)).toBe(isEjected(a.status) ? 1 : 0);
         },

@@ -7,18 +7,16 @@ import type { RegisteredNode } from '../../../shared/control/types.js';
 
 const DEFAULTS = { maxIsolatedShare: 0.1, panicThreshold: 0.5 };
 
-function view(
-  nodes: number,
-  ejected: number[] = [],
-  lost: number[] = [],
-): ClusterView {
+function view(nodes: number, ejected: number[] = [], lost: number[] = []): ClusterView {
   const registered = new Map<string, RegisteredNode>();
   for (let i = 0; i < nodes; i++) registered.set(`n${i}`, { id: `n${i}`, pid: 100 + i });
   return {
     registered,
     cluster: {
       ejected: Object.fromEntries(ejected.map((i) => [`n${i}`, { status: 'isolated', since: 0 }])),
-      lost: Object.fromEntries(lost.map((i) => [`n${i}`, { at: 0, incarnation: `pid:${100 + i}` }])),
+      lost: Object.fromEntries(
+        lost.map((i) => [`n${i}`, { at: 0, incarnation: `pid:${100 + i}` }]),
+      ),
     },
   };
 }
@@ -52,10 +50,7 @@ describe('cascade guard', () => {
     // 2 nodes: one left healthy is exactly 50 %: allowed.
     expect(ejectionVerdict(guardCounts(view(2), 'n0'), DEFAULTS).allowed).toBe(true);
     // 10 nodes, 5 lost: 4 of 10 healthy after the ejection, below 50 %.
-    const verdict = ejectionVerdict(
-      guardCounts(view(10, [], [1, 2, 3, 4, 5]), 'n0'),
-      DEFAULTS,
-    );
+    const verdict = ejectionVerdict(guardCounts(view(10, [], [1, 2, 3, 4, 5]), 'n0'), DEFAULTS);
     expect(verdict).toMatchObject({ allowed: false, refusedBy: 'panic_threshold', healthy: 5 });
   });
 
@@ -98,7 +93,10 @@ describe('cascade guard', () => {
         const ejected = states.flatMap((s, i) => (s === 'ejected' ? [i] : []));
         const lost = states.flatMap((s, i) => (s === 'lost' ? [i] : []));
         const guards = { maxIsolatedShare: c.maxIsolatedShare, panicThreshold: c.panicThreshold };
-        const verdict = ejectionVerdict(guardCounts(view(c.nodes, ejected, lost), `n${candidate}`), guards);
+        const verdict = ejectionVerdict(
+          guardCounts(view(c.nodes, ejected, lost), `n${candidate}`),
+          guards,
+        );
         const ejectedAfter = ejected.length + 1;
         const healthyAfter = c.nodes - ejected.length - lost.length - 1;
         const withinShare =
@@ -130,7 +128,10 @@ describe('cascade guard', () => {
             else if (op === 'eject' && state[node] === 'healthy') {
               const ejected = state.flatMap((s, i) => (s === 'ejected' ? [i] : []));
               const lost = state.flatMap((s, i) => (s === 'lost' ? [i] : []));
-              const verdict = ejectionVerdict(guardCounts(view(nodes, ejected, lost), `n${node}`), guards);
+              const verdict = ejectionVerdict(
+                guardCounts(view(nodes, ejected, lost), `n${node}`),
+                guards,
+              );
               if (!verdict.allowed) continue;
               state[node] = 'ejected';
               const e = state.filter((s) => s === 'ejected').length;

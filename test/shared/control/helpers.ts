@@ -95,7 +95,6 @@ export function captureLogs(): LogCapture {
   return { logger, lines: parsed, messages: () => parsed().map((line) => line.msg) };
 }
 
-
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

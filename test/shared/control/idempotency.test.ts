@@ -11,11 +11,20 @@ describe('runOnce', () => {
       let runs = 0;
       const run = async () => ({ n: ++runs });
       const opts = { now: () => now, ttlMs: 10_000 };
-      expect(await runOnce(store, 'e1', 'decide', run, opts)).toEqual({ duplicate: false, result: { n: 1 } });
-      expect(await runOnce(store, 'e1', 'decide', run, opts)).toEqual({ duplicate: true, result: { n: 1 } });
+      expect(await runOnce(store, 'e1', 'decide', run, opts)).toEqual({
+        duplicate: false,
+        result: { n: 1 },
+      });
+      expect(await runOnce(store, 'e1', 'decide', run, opts)).toEqual({
+        duplicate: true,
+        result: { n: 1 },
+      });
       expect((await store.get('decisions/e1'))?.value).toMatchObject({ status: 'completed' });
       now += 10_001;
-      expect(await runOnce(store, 'e1', 'decide', run, opts)).toEqual({ duplicate: false, result: { n: 2 } });
+      expect(await runOnce(store, 'e1', 'decide', run, opts)).toEqual({
+        duplicate: false,
+        result: { n: 2 },
+      });
     } finally {
       await store.close();
     }
@@ -27,18 +36,36 @@ describe('runOnce', () => {
     try {
       const opts = { now: () => now, inProgressMs: 5_000 };
       let release!: () => void;
-      const first = runOnce(store, 'e2', 'decide', () => new Promise<string>((r) => (release = () => r('first'))), opts);
+      const first = runOnce(
+        store,
+        'e2',
+        'decide',
+        () => new Promise<string>((r) => (release = () => r('first'))),
+        opts,
+      );
       await new Promise((r) => setTimeout(r, 5));
-      const second = await runOnce(store, 'e2', 'decide', async () => 'second', opts).catch(errorCode);
+      const second = await runOnce(store, 'e2', 'decide', async () => 'second', opts).catch(
+        errorCode,
+      );
       expect(second).toBe('in_progress');
       release();
       expect(await first).toEqual({ duplicate: false, result: 'first' });
 
       // A claim left by a run that died is taken over once it is older than inProgressMs.
-      await store.put('decisions/e3', { status: 'in_progress', function: 'decide', claimedAt: now, expiresAt: now + 5_000 });
-      expect(await runOnce(store, 'e3', 'decide', async () => 'x', opts).catch(errorCode)).toBe('in_progress');
+      await store.put('decisions/e3', {
+        status: 'in_progress',
+        function: 'decide',
+        claimedAt: now,
+        expiresAt: now + 5_000,
+      });
+      expect(await runOnce(store, 'e3', 'decide', async () => 'x', opts).catch(errorCode)).toBe(
+        'in_progress',
+      );
       now += 5_001;
-      expect(await runOnce(store, 'e3', 'decide', async () => 'x', opts)).toEqual({ duplicate: false, result: 'x' });
+      expect(await runOnce(store, 'e3', 'decide', async () => 'x', opts)).toEqual({
+        duplicate: false,
+        result: 'x',
+      });
     } finally {
       await store.close();
     }
@@ -52,7 +79,10 @@ describe('runOnce', () => {
       });
       await expect(failing).rejects.toThrow('boom');
       expect(await store.get('decisions/e4')).toBeUndefined();
-      expect(await runOnce(store, 'e4', 'decide', async () => 1)).toEqual({ duplicate: false, result: 1 });
+      expect(await runOnce(store, 'e4', 'decide', async () => 1)).toEqual({
+        duplicate: false,
+        result: 1,
+      });
     } finally {
       await store.close();
     }

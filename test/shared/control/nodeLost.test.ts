@@ -35,7 +35,12 @@ describe('node lost: parsing the three witnesses', () => {
   it('reads the supervisor and lease events', () => {
     const exited = parseNodeLostEvent(nodeLostEvents['Gateway Process Exited']!, new Map());
     expect(exited).toMatchObject({
-      report: { node: 'gw-2', cause: 'process_exited', causeText: 'process exited (signal SIGKILL)', incarnation: 'pid:4242' },
+      report: {
+        node: 'gw-2',
+        cause: 'process_exited',
+        causeText: 'process exited (signal SIGKILL)',
+        incarnation: 'pid:4242',
+      },
     });
     const lease = parseNodeLostEvent(nodeLostEvents['Node Lease Expired']!, new Map());
     expect(lease).toMatchObject({ report: { node: 'gw-2', cause: 'lease_expired' } });
@@ -55,6 +60,8 @@ describe('node lost: deciding', () => {
       why: 'ECS version 4 ≤ 5 already handled',
     });
     const newer = { ...parsed.report, ecs: { taskArn: TASK, version: 6 } };
-    expect(decideLost(first.record, newer, { ...event, id: 'third' }, view()).outcome).toBe('duplicate');
+    expect(decideLost(first.record, newer, { ...event, id: 'third' }, view()).outcome).toBe(
+      'duplicate',
+    );
   });
 });

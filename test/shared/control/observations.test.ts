@@ -20,7 +20,11 @@ describe('health events as observations', () => {
     const event = overloaded('g', T0, 0.98);
     expect(healthObservations(event)).toEqual([
       { id: `${event.id}#began`, t: T0 - 30_000, facts: { cpuUtilisation: 0.98 } },
-      { id: event.id, t: T0, facts: { cpuUtilisation: 0.98, eventLoopDelayMs: 4, overloaded: true } },
+      {
+        id: event.id,
+        t: T0,
+        facts: { cpuUtilisation: 0.98, eventLoopDelayMs: 4, overloaded: true },
+      },
     ]);
     const since = health(
       'g',
@@ -29,10 +33,18 @@ describe('health events as observations', () => {
       T0,
     );
     expect(healthObservations(since)[0]!.t).toBe(T0 - 45_000);
-    const unknownRule = health('g', HealthEvents.nodeOverloaded, { rule: 'cpu', cpuUtilisation: 0.97 }, T0);
+    const unknownRule = health(
+      'g',
+      HealthEvents.nodeOverloaded,
+      { rule: 'cpu', cpuUtilisation: 0.97 },
+      T0,
+    );
     expect(healthObservations(unknownRule)).toHaveLength(1);
     expect(healthObservations(recovered('g', T0))).toEqual([
-      expect.objectContaining({ t: T0, facts: { cpuUtilisation: 0.3, eventLoopDelayMs: 2, overloaded: false } }),
+      expect.objectContaining({
+        t: T0,
+        facts: { cpuUtilisation: 0.3, eventLoopDelayMs: 2, overloaded: false },
+      }),
     ]);
   });
 
@@ -57,7 +69,12 @@ describe('health events as observations', () => {
   });
 
   it('passes numbers and booleans of other events through by name', () => {
-    const event = health('g', 'Load Report', { cpuUtilisation: 0.5, draining: false, url: 'x' }, T0);
+    const event = health(
+      'g',
+      'Load Report',
+      { cpuUtilisation: 0.5, draining: false, url: 'x' },
+      T0,
+    );
     expect(healthObservations(event)[0]!.facts).toEqual({ cpuUtilisation: 0.5, draining: false });
   });
 });

@@ -33,9 +33,7 @@ describe('decide tracing', () => {
       expect(span.attributes['streamheal.decisions']).toBe('eject');
       const [move] = await store.list<MoveRequestRecord>(MOVE_PREFIX);
       // The move carries the decide span as parent: the gateway's Migrate span joins this trace.
-      expect(move!.value.trace.traceparent).toBe(
-        `00-${traceId}-${span.spanContext().spanId}-01`,
-      );
+      expect(move!.value.trace.traceparent).toBe(`00-${traceId}-${span.spanContext().spanId}-01`);
     } finally {
       await bus.close();
       await store.close();

@@ -40,9 +40,12 @@ describe('control plane in the local cluster (real processes)', () => {
     });
     bus = new RemoteBus(link);
     store = new RemoteStore(link);
-    bus.subscribe({ source: [Sources.control], 'detail-type': Object.values(DecisionEvents) }, (event) => {
-      decisions.push(event);
-    });
+    bus.subscribe(
+      { source: [Sources.control], 'detail-type': Object.values(DecisionEvents) },
+      (event) => {
+        decisions.push(event);
+      },
+    );
     await sleep(200); // the subscription is made over the link
   }, 60_000);
 
@@ -80,7 +83,11 @@ describe('control plane in the local cluster (real processes)', () => {
       const node = status.nodes.find((n) => n.id === 'gateway-1');
       return (node?.connections.ws ?? 0) + (node?.connections.sse ?? 0);
     };
-    await eventually(async () => (await connections()) >= 4, 10_000, 'gateway-1 registered with our 4 clients');
+    await eventually(
+      async () => (await connections()) >= 4,
+      10_000,
+      'gateway-1 registered with our 4 clients',
+    );
     const count = await connections();
     const report = (heldForMs: number) =>
       makeEvent(
@@ -163,7 +170,11 @@ describe('control plane in the local cluster (real processes)', () => {
       'Node Declared Lost',
     );
     // The supervisor restarts it; wait past the old lease (3 × 2 s) so a lease expiry would show.
-    await eventually(async () => (await fetch(`${g3}/readyz`)).status === 200, 15_000, 'gateway-3 back');
+    await eventually(
+      async () => (await fetch(`${g3}/readyz`)).status === 200,
+      15_000,
+      'gateway-3 back',
+    );
     await sleep(7_000);
     const lost = decisions.filter((e) => e['detail-type'] === DecisionEvents.nodeDeclaredLost);
     expect(lost).toHaveLength(1);
@@ -172,7 +183,8 @@ describe('control plane in the local cluster (real processes)', () => {
       cause: 'process_exited',
       sessions: 2,
       incarnation: `pid:${pid}`,
-      message: 'gateway-3 lost (process exited (signal SIGKILL)); 2 sessions marked for resume elsewhere',
+      message:
+        'gateway-3 lost (process exited (signal SIGKILL)); 2 sessions marked for resume elsewhere',
     });
     expect(logLines().filter((l) => l.msg.startsWith('gateway-3 lost'))).toHaveLength(1);
     const phases = (await repo.listSessions()).map((s) => s.record.status.phase);

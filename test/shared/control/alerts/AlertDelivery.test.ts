@@ -6,10 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DecisionEvents } from '../../../../shared/bus/controlEvents.js';
 import type { BusEvent } from '../../../../shared/bus/EventBus.js';
 import { makeEvent, Sources } from '../../../../shared/bus/events.js';
-import {
-  AlertDelivery,
-  type DeadLetter,
-} from '../../../../shared/control/alerts/AlertDelivery.js';
+import { AlertDelivery, type DeadLetter } from '../../../../shared/control/alerts/AlertDelivery.js';
 import { verifyWebhookSignature } from '../../../../shared/control/alerts/signature.js';
 import { parseAlertTargets, type AlertTarget } from '../../../../shared/control/alerts/targets.js';
 import { MemoryStore } from '../../../../shared/store/MemoryStore.js';
@@ -30,23 +27,45 @@ async function receiver(): Promise<Receiver> {
   return r;
 }
 
-function delivery(targets: AlertTarget[], extra: Partial<ConstructorParameters<typeof AlertDelivery>[0]> = {}) {
+function delivery(
+  targets: AlertTarget[],
+  extra: Partial<ConstructorParameters<typeof AlertDelivery>[0]> = {},
+) {
   const store = new MemoryStore();
   cleanups.push(() => store.close());
   const logs = captureLogs();
-  const d = new AlertDelivery({ store, targets, logger: logs.logger, backoff: FAST, maxAttempts: 4, timeoutMs: 1_000, ...extra });
+  const d = new AlertDelivery({
+    store,
+    targets,
+    logger: logs.logger,
+    backoff: FAST,
+    maxAttempts: 4,
+    timeoutMs: 1_000,
+    ...extra,
+  });
   return { d, store, logs };
 }
 
-function decision(type: string, node = 'gateway-1', message = `isolating ${node} due to CPU > 95% for 30s`): BusEvent {
-  return makeEvent(Sources.control, type, { node, decision: 'isolate', message, at: new Date().toISOString() }, [node]);
+function decision(
+  type: string,
+  node = 'gateway-1',
+  message = `isolating ${node} due to CPU > 95% for 30s`,
+): BusEvent {
+  return makeEvent(
+    Sources.control,
+    type,
+    { node, decision: 'isolate', message, at: new Date().toISOString() },
+    [node],
+  );
 }
 
 describe('AlertDelivery: generic signed webhook', () => {
   it('retries a receiver answering 503 until it recovers, with a verifiable signature', async () => {
     const r = await receiver();
     r.answer = (_req, i) => (i < 3 ? { status: 503, body: 'busy' } : { status: 204 });
-    const { d } = delivery(parseAlertTargets([{ name: 'ops', type: 'webhook', url: r.url, secret: SECRET }]));
+    const { d } = delivery(
+      parseAlertTargets([{ name: 'ops', type: 'webhook', url: r.url, secret: SECRET }]),
+    );
     const event = decision(DecisionEvents.nodeIsolated);
 
     const started = Date.now();
@@ -58,8 +77,16 @@ describe('AlertDelivery: generic signed webhook', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(140);
     const last = r.received.at(-1)!;
     expect(last.headers['x-streamheal-event-id']).toBe(event.id);
-    expect(verifyWebhookSignature({ secret: SECRET, body: last.body, headers: last.headers })).toMatchObject({ ok: true });
-    expect(verifyWebhookSignature({ secret: 'another-secret-0123', body: last.body, headers: last.headers })).toEqual({
+    expect(
+      verifyWebhookSignature({ secret: SECRET, body: last.body, headers: last.headers }),
+    ).toMatchObject({ ok: true });
+    expect(
+      verifyWebhookSignature({
+        secret: 'another-secret-0123',
+        body: last.body,
+        headers: last.headers,
+      }),
+    ).toEqual({
       ok: false,
       reason: 'mismatch',
     });
@@ -81,9 +108,13 @@ describe('AlertDelivery: generic signed webhook', () => {
     const port = r.port;
     await r.stop();
     const { d, logs } = delivery(
-      parseAlertTargets([{ name: 'ops', type: 'webhook', url: `http://127.0.0.1:${port}/hook`, secret: SECRET }]),
+      parseAlertTargets([
+        { name: 'ops', type: 'webhook', url: `http://127.0.0.1:${port}/hook`, secret: SECRET },
+      ]),
     );
-    const events = [1, 2, 3, 4, 5].map((i) => decision(DecisionEvents.nodeIsolated, `gateway-${i}`));
+    const events = [1, 2, 3, 4, 5].map((i) =>
+      decision(DecisionEvents.nodeIsolated, `gateway-${i}`),
+    );
 
     const reports = [];
     for (const event of events) reports.push(...(await d.deliver(event)));
@@ -112,9 +143,12 @@ describe('AlertDelivery: generic signed webhook', () => {
   it('drains the queue in order before a new event when the receiver came back between events', async () => {
     const r = await receiver();
     r.answer = (_req, i) => (i < 4 ? { status: 500 } : { status: 200 });
-    const { d } = delivery(parseAlertTargets([{ name: 'ops', type: 'webhook', url: r.url, secret: SECRET }]), {
-      backoff: { baseMs: 5, capMs: 10, jitter: 0, floorMs: 5 },
-    });
+    const { d } = delivery(
+      parseAlertTargets([{ name: 'ops', type: 'webhook', url: r.url, secret: SECRET }]),
+      {
+        backoff: { baseMs: 5, capMs: 10, jitter: 0, floorMs: 5 },
+      },
+    );
     const first = decision(DecisionEvents.nodeIsolated, 'a');
     expect((await d.deliver(first))[0]!.outcome).toBe('dead_lettered');
     await sleep(20);
@@ -129,16 +163,15 @@ describe('AlertDelivery: Slack and PagerDuty', () => {
   it('sends Slack incoming-webhook messages; a refused payload is kept, not retried', async () => {
     const r = await receiver();
     r.answer = (req) =>
-      JSON.parse(req.body).text.includes('bad') ? { status: 400, body: 'invalid_payload' } : { status: 200, body: 'ok' };
+      JSON.parse(req.body).text.includes('bad')
+        ? { status: 400, body: 'invalid_payload' }
+        : { status: 200, body: 'ok' };
     const { d } = delivery(parseAlertTargets([{ name: 'chat', type: 'slack', url: r.url }]));
     const good = decision(DecisionEvents.nodeIsolated);
     expect((await d.deliver(good))[0]!.outcome).toBe('sent');
     expect(r.json()[0]).toMatchObject({
       text: '[streamheal] Node Isolated: isolating gateway-1 due to CPU > 95% for 30s',
-      blocks: [
-        { type: 'section', text: { type: 'mrkdwn' } },
-        { type: 'context' },
-      ],
+      blocks: [{ type: 'section', text: { type: 'mrkdwn' } }, { type: 'context' }],
     });
     const bad = decision(DecisionEvents.migrationFailed, 'gateway-1', 'bad');
     expect(await d.deliver(bad)).toEqual([
@@ -158,12 +191,18 @@ describe('AlertDelivery: Slack and PagerDuty', () => {
     r.answer = () => {
       if (!throttled) {
         throttled = true;
-        return { status: 429, headers: { 'retry-after': '0.1' }, body: '{"status":"throttle event"}' };
+        return {
+          status: 429,
+          headers: { 'retry-after': '0.1' },
+          body: '{"status":"throttle event"}',
+        };
       }
       return { status: 202, body: '{"status":"success","message":"Event processed"}' };
     };
     const { d } = delivery(
-      parseAlertTargets([{ name: 'pager', type: 'pagerduty', routingKey: 'R0UT1NGKEY', url: r.url }]),
+      parseAlertTargets([
+        { name: 'pager', type: 'pagerduty', routingKey: 'R0UT1NGKEY', url: r.url },
+      ]),
     );
     const isolated = decision(DecisionEvents.nodeIsolated, 'gateway-1');
     const started = await d.deliver(decision(DecisionEvents.migrationStarted));
@@ -171,7 +210,11 @@ describe('AlertDelivery: Slack and PagerDuty', () => {
     const t0 = Date.now();
     expect((await d.deliver(isolated))[0]).toMatchObject({ outcome: 'sent', attempts: 2 });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(100); // Retry-After 0.1 s over a 20 ms backoff
-    const reinstated = decision(DecisionEvents.nodeReinstated, 'gateway-1', 'reinstating gateway-1');
+    const reinstated = decision(
+      DecisionEvents.nodeReinstated,
+      'gateway-1',
+      'reinstating gateway-1',
+    );
     await d.deliver(reinstated);
     const lost = decision(DecisionEvents.nodeDeclaredLost, 'gateway-2', 'gateway-2 lost');
     await d.deliver(lost);

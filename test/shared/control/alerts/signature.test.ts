@@ -22,8 +22,13 @@ describe('webhook signatures', () => {
   it('verifies the raw body within 5 minutes, with any of several secrets while rotating', () => {
     const headers = signWebhook(SECRET, BODY, NOW);
     const ok = { body: BODY, headers, nowMs: NOW + 299_000 };
-    expect(verifyWebhookSignature({ ...ok, secret: SECRET })).toEqual({ ok: true, timestamp: 1718000000 });
-    expect(verifyWebhookSignature({ ...ok, secret: ['new-secret-0123456789', SECRET] }).ok).toBe(true);
+    expect(verifyWebhookSignature({ ...ok, secret: SECRET })).toEqual({
+      ok: true,
+      timestamp: 1718000000,
+    });
+    expect(verifyWebhookSignature({ ...ok, secret: ['new-secret-0123456789', SECRET] }).ok).toBe(
+      true,
+    );
     expect(verifyWebhookSignature({ ...ok, secret: SECRET, nowMs: NOW + 301_000 })).toEqual({
       ok: false,
       reason: 'stale',
@@ -40,12 +45,21 @@ describe('webhook signatures', () => {
   it('refuses missing and malformed headers, and a timestamp changed after signing', () => {
     const headers = signWebhook(SECRET, BODY, NOW);
     const base = { secret: SECRET, body: BODY, nowMs: NOW };
-    expect(verifyWebhookSignature({ ...base, headers: {} })).toEqual({ ok: false, reason: 'missing' });
+    expect(verifyWebhookSignature({ ...base, headers: {} })).toEqual({
+      ok: false,
+      reason: 'missing',
+    });
     expect(
-      verifyWebhookSignature({ ...base, headers: { ...headers, 'x-streamheal-signature': 'v0=abc' } }),
+      verifyWebhookSignature({
+        ...base,
+        headers: { ...headers, 'x-streamheal-signature': 'v0=abc' },
+      }),
     ).toEqual({ ok: false, reason: 'malformed' });
     expect(
-      verifyWebhookSignature({ ...base, headers: { ...headers, 'x-streamheal-timestamp': '1718000001' } }),
+      verifyWebhookSignature({
+        ...base,
+        headers: { ...headers, 'x-streamheal-timestamp': '1718000001' },
+      }),
     ).toEqual({ ok: false, reason: 'mismatch' });
   });
 });
