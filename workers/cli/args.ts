@@ -97,6 +97,29 @@ export async function clusterFile(
   return file;
 }
 
+/** The control process a command talks to. */
+export interface ControlTarget {
+  /** Base URL, `http://host:port`. */
+  url: string;
+  /** The cluster file, when it was read (no URL given, or asked for with `fileEvenWithUrl`). */
+  file: ClusterFile | undefined;
+}
+
+/**
+ * Finds the control process: `url` (from --url), else $STREAMHEAL_CONTROL_URL, else the
+ * cluster file of `streamheal start`; CliError NO_CLUSTER when there is none of them.
+ * `fileEvenWithUrl`: read the cluster file anyway, for what else it holds (the cluster secret).
+ */
+export async function findControl(
+  url: string | undefined,
+  { fileEvenWithUrl = false }: { fileEvenWithUrl?: boolean } = {},
+): Promise<ControlTarget> {
+  const given = url ?? process.env.STREAMHEAL_CONTROL_URL;
+  const file = given && !fileEvenWithUrl ? undefined : await clusterFile();
+  if (!given && !file) throw new CliError(NO_CLUSTER);
+  return { url: baseUrl(given ?? file!.control, 'control URL'), file };
+}
+
 function processExists(pid: number): boolean {
   try {
     process.kill(pid, 0);

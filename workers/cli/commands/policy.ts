@@ -23,11 +23,9 @@ import { LINK_PATH } from '../../control/ControlServer.js';
 import {
   CliError,
   ExitCodes,
-  NO_CLUSTER,
   UsageError,
-  baseUrl,
-  clusterFile,
   describeFetchError,
+  findControl,
   parse,
   table,
   type Command,
@@ -253,10 +251,9 @@ async function withRepository(
   url: string | undefined,
   work: (repo: RecordRepository) => Promise<number>,
 ): Promise<number> {
-  const given = url ?? process.env.STREAMHEAL_CONTROL_URL;
-  const file = given && process.env.STREAMHEAL_CLUSTER_SECRET ? undefined : await clusterFile();
-  if (!given && !file) throw new CliError(NO_CLUSTER);
-  const control = baseUrl(given ?? file!.control, 'control URL');
+  const { url: control, file } = await findControl(url, {
+    fileEvenWithUrl: !process.env.STREAMHEAL_CLUSTER_SECRET,
+  });
   const secret = process.env.STREAMHEAL_CLUSTER_SECRET || file?.clusterSecret;
   if (!secret) {
     throw new CliError(

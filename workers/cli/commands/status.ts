@@ -5,11 +5,9 @@ import type { NodeRecord } from '../../gateway/Gateway.js';
 import {
   CliError,
   ExitCodes,
-  NO_CLUSTER,
   UsageError,
-  baseUrl,
-  clusterFile,
   describeFetchError,
+  findControl,
   parse,
   table,
   type Command,
@@ -38,10 +36,7 @@ Options:
       return ExitCodes.ok;
     }
     if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}`, 'status');
-    const given = (values.url as string | undefined) ?? process.env.STREAMHEAL_CONTROL_URL;
-    const file = given ? undefined : await clusterFile();
-    if (!given && !file) throw new CliError(NO_CLUSTER);
-    const control = baseUrl(given ?? file!.control, 'control URL');
+    const { url: control, file } = await findControl(values.url as string | undefined);
 
     let body: ClusterStatus;
     try {
