@@ -19,6 +19,7 @@ import {
 } from '../errors.js';
 import type { ConnectContext } from '../pool/ConnectionPool.js';
 import type { LinkError, LinkOp } from './LinkServer.js';
+import { Outbox } from './Outbox.js';
 
 export interface LinkConnectionOptions {
   url: string;
@@ -50,8 +51,7 @@ interface Answer {
 
 export class LinkConnection {
   private readonly pending = new Map<number, Pending>();
-  private outbox: string[] = [];
-  private flushScheduled = false;
+  private readonly outbox: Outbox;
   private nextId = 1;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly pingTimer: NodeJS.Timeout;
@@ -101,6 +101,7 @@ export class LinkConnection {
     private readonly options: LinkConnectionOptions,
     private readonly lost: (error: Error) => void,
   ) {
+    this.outbox = new Outbox(ws);
     this.closedPromise = new Promise((resolve) => ws.once('close', () => resolve()));
     ws.on('message', (data, isBinary) => {
       if (!isBinary) this.receive(data);
@@ -132,10 +133,6 @@ export class LinkConnection {
       this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject, op, deadline });
       if (this.sweepTimer === undefined) this.startSweep();
       this.outbox.push(text);
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(this.flush);
-      }
     });
   }
 
@@ -161,7 +158,7 @@ export class LinkConnection {
   private end(reason: string): void {
     this.ended = true;
     clearInterval(this.pingTimer);
-    this.outbox = [];
+    this.outbox.close();
     const pending = [...this.pending.values()];
     this.pending.clear();
     clearInterval(this.sweepTimer);
@@ -183,15 +180,6 @@ export class LinkConnection {
     this.awaitingPong = true;
     this.ws.ping();
   }
-
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    const outbox = this.outbox;
-    if (this.ended || outbox.length === 0 || this.ws.readyState !== WebSocket.OPEN) return;
-    const payload = outbox.length === 1 ? (outbox[0] as string) : `[${outbox.join(',')}]`;
-    outbox.length = 0;
-    this.ws.send(payload);
-  };
 
   private receive(data: RawData): void {
     let parsed: unknown;

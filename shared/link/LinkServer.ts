@@ -27,7 +27,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import type { BusEvent, EventBus, EventPattern } from '../bus/EventBus.js';
 import { errorCode, StreamhealError } from '../errors.js';
 import type {
@@ -37,6 +37,7 @@ import type {
   RecordWatchEvent,
   StateStore,
 } from '../store/StateStore.js';
+import { Outbox } from './Outbox.js';
 
 export type LinkOp =
   | 'append'
@@ -172,8 +173,7 @@ interface Frame {
 
 class Connection {
   private readonly watches = new Map<number, Slot>();
-  private outbox: string[] = [];
-  private flushScheduled = false;
+  private readonly outbox: Outbox;
   private busQueue: Promise<unknown> = Promise.resolve();
   private answered = true;
   private ended = false;
@@ -182,6 +182,7 @@ class Connection {
     private readonly ws: WebSocket,
     private readonly context: Context,
   ) {
+    this.outbox = new Outbox(ws, () => this.dropIfNotReading());
     ws.on('message', (data, isBinary) => this.receive(data, isBinary));
     ws.on('pong', () => (this.answered = true));
     ws.on('error', (error) => context.logger.warn({ err: error }, 'control link socket error'));
@@ -207,7 +208,7 @@ class Connection {
   private end(): void {
     if (this.ended) return;
     this.ended = true;
-    this.outbox = [];
+    this.outbox.close();
     for (const slot of this.watches.values()) closeSlot(slot);
     this.watches.clear();
   }
@@ -382,22 +383,10 @@ class Connection {
   }
 
   private send(text: string): void {
-    if (this.ended) return;
     this.outbox.push(text);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.flush);
-    }
   }
 
-  /** Everything queued in one turn of the event loop leaves as one WebSocket frame. */
-  private readonly flush = (): void => {
-    this.flushScheduled = false;
-    const outbox = this.outbox;
-    if (this.ended || outbox.length === 0 || this.ws.readyState !== WebSocket.OPEN) return;
-    const payload = outbox.length === 1 ? (outbox[0] as string) : `[${outbox.join(',')}]`;
-    outbox.length = 0;
-    this.ws.send(payload);
+  private dropIfNotReading(): void {
     if (this.ws.bufferedAmount > this.context.maxBufferedBytes) {
       this.context.logger.warn(
         { buffered: this.ws.bufferedAmount },
@@ -405,7 +394,7 @@ class Connection {
       );
       this.terminate();
     }
-  };
+  }
 }
 
 function closeSlot(slot: Slot): void {
