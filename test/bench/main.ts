@@ -31,6 +31,10 @@ function num(flags: Flags, name: string, def: number): number {
 }
 
 const scenarios: Record<string, { usage: string; run: (flags: Flags) => Promise<void> }> = {
+  backends: {
+    usage: 'backends [--only embedded,dynalite,etcd] [--window 5] [--rate 100] ... (backends.ts)',
+    run: async (flags) => (await import('./backends.js')).runBackendsFromFlags(flags),
+  },
   detection: {
     usage: 'detection [--trials 20] [--parallel 4] [--no-sweep]',
     run: async (flags) =>
