@@ -1,11 +1,15 @@
 /**
  * Moving sessions off a node: the decision function says what (from, targets, how many) and a
- * MoveExecutor does it. The gateway side (gRPC Migrate, make-before-break, redirect tokens) is
- * one executor; until it is wired, StoreMoveExecutor records each request as a `moves/<id>`
- * record for it to pick up.
+ * MoveExecutor does it. GatewayMoveExecutor moves them for real through the gateways' gRPC
+ * control service (make-before-break, one redirect token per session); StoreMoveExecutor only
+ * records each request as a `moves/<id>` record (for setups whose gateways run no control
+ * service, and for tests of the decision logic).
  */
 import { errorCode } from '../errors.js';
+import { GatewayControlClient, type Move } from '../protocol/gatewayControl.js';
+import { signRedirectToken } from '../redirectTokens.js';
 import type { StateStore } from '../store/StateStore.js';
+import type { KeyRing } from '../tokens.js';
 import { MOVE_PREFIX, type MoveTarget } from './types.js';
 
 export interface MoveContext {
@@ -92,6 +96,77 @@ export class StoreMoveExecutor implements MoveExecutor {
       if (errorCode(error) !== 'condition_failed') throw error;
       const existing = await this.store.get<MoveRequestRecord>(MOVE_PREFIX + context.moveId);
       return existing?.value.count ?? count;
+    }
+  }
+}
+
+/** What GatewayMoveExecutor reads of a gateway's `nodes/<id>` record. */
+interface GatewayNode {
+  id: string;
+  url: string;
+  /** `host:port` of its control service. */
+  control?: string;
+}
+
+export interface GatewayMoveExecutorOptions {
+  /** How long each client has to move before its session stays put. @default 30_000 */
+  ttlMs?: number;
+}
+
+/**
+ * Asks the source gateway (the control address in its node record) for up to `count` session
+ * ids, signs a redirect token per session for its target, and calls Migrate with the decision's
+ * trace context. Resolves with how many moved: moved means resumed on the target before the
+ * old connection closed. A gateway without a control service, or one that cannot be reached,
+ * fails the move (the decision is carried out again on redelivery).
+ */
+export class GatewayMoveExecutor implements MoveExecutor {
+  constructor(
+    private readonly store: StateStore,
+    private readonly keyRing: KeyRing,
+    private readonly options: GatewayMoveExecutorOptions = {},
+  ) {}
+
+  async moveSessions(
+    fromNode: string,
+    targets: readonly MoveTarget[],
+    count: number,
+    trace: Record<string, string>,
+  ): Promise<number> {
+    const nodes = new Map(
+      (await this.store.list<GatewayNode>('nodes/')).map((record) => [
+        record.value.id,
+        record.value,
+      ]),
+    );
+    const source = nodes.get(fromNode);
+    if (!source?.control)
+      throw new Error(`gateway ${fromNode} has no control service in its node record; cannot move`);
+    const client = new GatewayControlClient(source.control, this.keyRing);
+    try {
+      const { sessions } = await client.status(count);
+      const moves: Move[] = [];
+      for (const target of targets) {
+        const node = nodes.get(target.node);
+        if (!node) continue; // gone since the decision: its share stays
+        for (let i = 0; i < target.count && moves.length < sessions.length; i++) {
+          const session = sessions[moves.length]!;
+          const { token } = await signRedirectToken(this.keyRing, {
+            sessionId: session,
+            sourceNode: fromNode,
+            targetNode: node.id,
+          });
+          moves.push({ session, targetNode: node.id, targetUrl: node.url, token });
+        }
+      }
+      if (moves.length === 0) return 0;
+      const results = await client.migrate(moves, {
+        ...(this.options.ttlMs === undefined ? {} : { ttlMs: this.options.ttlMs }),
+        trace,
+      });
+      return results.filter((result) => result.outcome === 'MOVED').length;
+    } finally {
+      client.close();
     }
   }
 }
