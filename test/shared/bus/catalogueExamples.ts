@@ -1,6 +1,6 @@
 /**
- * Example events for the catalogue and router tests: AWS's documented examples, and our own
- * events made the way gateways and the control plane make them.
+ * Example events for the bus tests (catalogue, router, event patterns): AWS's documented
+ * examples, and our own events made the way gateways and the control plane make them.
  */
 import type { BusEvent } from '../../../shared/bus/EventBus.js';
 import { DecisionEvents, NodeLostEvents } from '../../../shared/bus/controlEvents.js';

@@ -12,24 +12,13 @@ import {
   matchesPattern,
   validatePattern,
 } from '../../../shared/bus/eventPattern.js';
+import { ec2StateChange } from './catalogueExamples.js';
 
 /** Validates first, as every caller must, then matches. */
 function matches(pattern: EventPattern, event: unknown): boolean {
   validatePattern(pattern);
   return matchesPattern(pattern, event);
 }
-
-const ec2Event = {
-  version: '0',
-  id: '6a7e8feb-b491-4cf7-a9f1-bf3703467718',
-  'detail-type': 'EC2 Instance State-change Notification',
-  source: 'aws.ec2',
-  account: '111122223333',
-  time: '2017-12-22T18:43:48Z',
-  region: 'us-west-1',
-  resources: ['arn:aws:ec2:us-west-1:123456789012:instance/i-1234567890abcdef0'],
-  detail: { 'instance-id': 'i-1234567890abcdef0', state: 'terminated' },
-};
 
 const autoscalingEvent = {
   version: '0',
@@ -100,26 +89,30 @@ describe('matchesPattern: fields and values', () => {
   };
 
   it('matches the EC2 instance-termination pattern only against terminated instances', () => {
-    expect(matches(terminations, ec2Event)).toBe(true);
-    expect(matches(terminations, { ...ec2Event, detail: { state: 'running' } })).toBe(false);
+    expect(matches(terminations, ec2StateChange)).toBe(true);
+    expect(matches(terminations, { ...ec2StateChange, detail: { state: 'running' } })).toBe(false);
   });
 
   it('requires every field of the pattern, with the same nesting', () => {
-    expect(matches(terminations, { ...ec2Event, detail: undefined })).toBe(false);
-    expect(matches(terminations, { ...ec2Event, state: 'terminated', detail: {} })).toBe(false);
-    expect(matches({ detail: { 'instance-id': ['i-1234567890abcdef0'] } }, ec2Event)).toBe(true);
+    expect(matches(terminations, { ...ec2StateChange, detail: undefined })).toBe(false);
+    expect(matches(terminations, { ...ec2StateChange, state: 'terminated', detail: {} })).toBe(
+      false,
+    );
+    expect(matches({ detail: { 'instance-id': ['i-1234567890abcdef0'] } }, ec2StateChange)).toBe(
+      true,
+    );
   });
 
   it('treats the values of a field as alternatives', () => {
     const pattern = { source: ['aws.ec2', 'aws.fargate'] };
-    expect(matches(pattern, ec2Event)).toBe(true);
+    expect(matches(pattern, ec2StateChange)).toBe(true);
     expect(matches(pattern, { source: 'aws.fargate' })).toBe(true);
     expect(matches(pattern, macieEvent)).toBe(false);
   });
 
   it('matches strings exactly, without case folding', () => {
-    expect(matches({ source: ['AWS.EC2'] }, ec2Event)).toBe(false);
-    expect(matches({ source: ['aws.ec'] }, ec2Event)).toBe(false);
+    expect(matches({ source: ['AWS.EC2'] }, ec2StateChange)).toBe(false);
+    expect(matches({ source: ['aws.ec'] }, ec2StateChange)).toBe(false);
   });
 
   it('matches numbers and nested fields (Macie risk score 80 and trigger risk 8)', () => {
@@ -263,17 +256,17 @@ describe('matchesPattern: anything-but', () => {
 
   it('excludes CloudTrail API calls and events from EC2 or S3', () => {
     const noCloudTrail = { 'detail-type': [{ 'anything-but': 'AWS API Call via CloudTrail' }] };
-    expect(matches(noCloudTrail, ec2Event)).toBe(true);
+    expect(matches(noCloudTrail, ec2StateChange)).toBe(true);
     expect(matches(noCloudTrail, { 'detail-type': 'AWS API Call via CloudTrail' })).toBe(false);
     const noEc2OrS3 = { source: [{ 'anything-but': ['aws.ec2', 'aws.s3'] }] };
     expect(matches(noEc2OrS3, macieEvent)).toBe(true);
-    expect(matches(noEc2OrS3, ec2Event)).toBe(false);
+    expect(matches(noEc2OrS3, ec2StateChange)).toBe(false);
   });
 
   it('excludes a prefix, such as the "aws." of all AWS events', () => {
     const ownEvents = { source: [{ 'anything-but': { prefix: 'aws.' } }] };
     expect(matches(ownEvents, { source: 'streamheal.gateway' })).toBe(true);
-    expect(matches(ownEvents, ec2Event)).toBe(false);
+    expect(matches(ownEvents, ec2StateChange)).toBe(false);
     const notInit = { detail: { state: [{ 'anything-but': { prefix: 'init' } }] } };
     expect(matches(notInit, { detail: { state: 'initializing' } })).toBe(false);
     const notUs = { Region: [{ 'anything-but': { prefix: 'us-' } }] };
