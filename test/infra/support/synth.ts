@@ -11,6 +11,7 @@ import type { Stack } from 'aws-cdk-lib';
 import { App } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
+import { afterAll } from 'vitest';
 import { ControlFunctionNames, type StoreKind } from '../../../infra/defaults.js';
 import { applyNagChecks } from '../../../infra/nag.js';
 import {
@@ -21,14 +22,17 @@ import {
 
 export const STAND_IN_HANDLER = 'test/infra/fixtures/handler.ts';
 
-/** Every synth of this test process writes under one temporary folder, removed at exit. */
+/**
+ * Every synth of a test file writes under one temporary folder, removed after the file's tests
+ * (this module is imported while the file is collected, so the hook belongs to that file).
+ */
 let outputRoot: string | undefined;
+afterAll(() => {
+  if (outputRoot) rmSync(outputRoot, { recursive: true, force: true });
+  outputRoot = undefined;
+});
 function outputFolder(name: string): string {
-  if (!outputRoot) {
-    const root = mkdtempSync(join(tmpdir(), 'streamheal-cdk-'));
-    outputRoot = root;
-    process.once('exit', () => rmSync(root, { recursive: true, force: true }));
-  }
+  outputRoot ??= mkdtempSync(join(tmpdir(), 'streamheal-cdk-'));
   return mkdtempSync(join(outputRoot, `${name}-`));
 }
 
