@@ -121,8 +121,7 @@ export function backendConfigFromEnv(env: Env, defaults: BackendDefaults = {}): 
     store,
     bus,
     limits: {
-      maxCount:
-        positiveInt(env, 'STREAMHEAL_HISTORY_MAX_COUNT') ?? DEFAULT_HISTORY_LIMITS.maxCount,
+      maxCount: positiveInt(env, 'STREAMHEAL_HISTORY_MAX_COUNT') ?? DEFAULT_HISTORY_LIMITS.maxCount,
       maxAgeMs:
         positiveInt(env, 'STREAMHEAL_HISTORY_MAX_AGE_MS') ?? DEFAULT_HISTORY_LIMITS.maxAgeMs,
     },

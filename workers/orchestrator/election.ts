@@ -142,7 +142,7 @@ export class LeaderElection {
   // ------------------------------------------------------------------ campaign
 
   private async campaign(): Promise<void> {
-    for (let pause = 100; !this.stopped; ) {
+    for (let pause = 100; !this.stopped;) {
       try {
         const lease = await this.ensureLease();
         const outcome = await this.tryAcquire(lease);
@@ -265,22 +265,22 @@ export class LeaderElection {
       `standby: ${leader?.name ?? 'another orchestrator'} leads`,
     );
     await new Promise<void>((resolve) => {
-      let watch: ResumableWatch | undefined;
-      const timer = setTimeout(done, Math.max(5_000, this.leaseMs * 3));
-      function done(): void {
-        clearTimeout(timer);
-        watch?.close();
-        resolve();
-      }
-      this.wake = done;
-      watch = new ResumableWatch(this.options.connection, {
+      const finish = { done: () => {} };
+      const watch = new ResumableWatch(this.options.connection, {
         prefix: this.options.key,
         startRevision: afterRevision + 1,
         onEvents: (events) => {
-          if (events.some((event) => event.type === 'Delete')) done();
+          if (events.some((event) => event.type === 'Delete')) finish.done();
         },
-        onBroken: done,
+        onBroken: () => finish.done(),
       });
+      const timer = setTimeout(() => finish.done(), Math.max(5_000, this.leaseMs * 3));
+      finish.done = () => {
+        clearTimeout(timer);
+        watch.close();
+        resolve();
+      };
+      this.wake = finish.done;
     });
     this.wake = undefined;
   }

@@ -475,7 +475,7 @@ export class EventFeed {
       ...makeEvent(Sources.control, NodeLostEvents.nodeLeaseExpired, detail, [node]),
       id: `lease-expired-${node}-${revision}`,
     };
-    for (let pause = 100; !this.stopped && this.options.isLeading(); ) {
+    for (let pause = 100; !this.stopped && this.options.isLeading();) {
       try {
         await this.options.publish([event]);
         this.counts.leaseExpiries++;

@@ -28,19 +28,21 @@ const logger = createLogger('orchestrator', env.STREAMHEAL_LOG_LEVEL).child({
 initTracing('streamheal-orchestrator');
 
 const backends = openBackends(config, { logger });
-let orchestrator: Orchestrator | undefined;
-let server: Server | undefined;
+// Set once each is made; a signal may come before.
+const running: { orchestrator?: Orchestrator; server?: Server; redelivery?: NodeJS.Timeout } = {};
 let stopping = false;
 
 async function stop(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   logger.info({ signal }, 'stopping');
-  clearInterval(redelivery);
-  await orchestrator?.close().catch((error: unknown) => logger.warn({ err: error }, 'close'));
+  clearInterval(running.redelivery);
+  await running.orchestrator
+    ?.close()
+    .catch((error: unknown) => logger.warn({ err: error }, 'close'));
   await backends.close();
-  server?.closeAllConnections();
-  server?.close();
+  running.server?.closeAllConnections();
+  running.server?.close();
   await shutdownTracing();
   process.exit(0);
 }
@@ -56,12 +58,12 @@ const functions = controlFunctions({
   inProgressMs: env.STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS,
 });
 const status = await serveStatus(
-  () => orchestrator?.status(),
+  () => running.orchestrator?.status(),
   env.STREAMHEAL_HOST,
   env.STREAMHEAL_PORT,
 );
-server = status.server;
-orchestrator = new Orchestrator({
+running.server = status.server;
+const orchestrator = new Orchestrator({
   name: env.STREAMHEAL_NODE_ID,
   etcd: etcdConnectionOptions(config.etcd!),
   prefix: config.etcd!.prefix,
@@ -73,13 +75,14 @@ orchestrator = new Orchestrator({
   logger,
 });
 // Dead-lettered alerts are sent again by the leader only.
-const redelivery = setInterval(() => {
-  if (!functions.hasAlertTargets || orchestrator?.status().role !== 'leader') return;
+running.redelivery = setInterval(() => {
+  if (!functions.hasAlertTargets || orchestrator.status().role !== 'leader') return;
   functions
     .redeliver()
     .catch((error: unknown) => logger.error({ err: error }, 'alert redelivery failed'));
 }, env.STREAMHEAL_ALERT_REDELIVER_MS);
-redelivery.unref();
+running.redelivery.unref();
+running.orchestrator = orchestrator;
 orchestrator.start();
 logger.info(
   { url: status.url, etcd: config.etcd!.endpoints, prefix: config.etcd!.prefix },

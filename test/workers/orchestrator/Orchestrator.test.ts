@@ -190,7 +190,11 @@ describe('Orchestrator on etcd', () => {
     open.push(store);
     const register = async (id: string, pid: number) => {
       const lease = await store.grantLease(1_000);
-      await store.put(`nodes/${id}`, { id, pid, url: `http://${id}`, startedAt: 'then' }, { lease });
+      await store.put(
+        `nodes/${id}`,
+        { id, pid, url: `http://${id}`, startedAt: 'then' },
+        { lease },
+      );
       return lease;
     };
     const first = start('first');

@@ -155,9 +155,7 @@ describe('orchestrator failover (real processes, 3-member etcd)', () => {
       // Events put between the kill and the election: handled by the new leader.
       const during = [...putAt].filter(([, at]) => at >= killedAt && at <= killedAt + electedMs);
       await eventually(() => during.every(([node]) => decisions.has(node)), 15_000, 'backlog');
-      const slowestEventMs = Math.max(
-        ...during.map(([node, at]) => decisions.get(node)!.at - at),
-      );
+      const slowestEventMs = Math.max(...during.map(([node, at]) => decisions.get(node)!.at - at));
       rounds.push({ electedMs, slowestEventMs });
       live.push(await launch(`o-${round + 3}`));
     }
@@ -177,7 +175,9 @@ describe('orchestrator failover (real processes, 3-member etcd)', () => {
     expect(records.every((r) => r.value.status === 'lost')).toBe(true);
     expect(mostLeaders).toBe(1);
     for (const { electedMs } of rounds) expect(electedMs).toBeLessThan(LEASE_MS + 2_500);
-    const waits = [...putAt].map(([node, at]) => decisions.get(node)!.at - at).sort((a, b) => a - b);
+    const waits = [...putAt]
+      .map(([node, at]) => decisions.get(node)!.at - at)
+      .sort((a, b) => a - b);
     console.log(
       `orchestrator failover (lease ${LEASE_MS} ms, ${k} events, ${deliveries} decision deliveries, ` +
         `event to decision p50 ${waits[Math.floor(waits.length / 2)]} ms, max ${waits.at(-1)} ms): ` +
