@@ -271,27 +271,26 @@ async function withRepository(
       `cannot reach the control process at ${control}: ${describeFetchError(error)}`,
     );
   }
+  // The first failed attempt is the answer: /healthz answered, so the link was refused.
+  let refused: (() => void) | undefined;
   const client = new LinkClient({
     url: `${control.replace(/^http/, 'ws')}${LINK_PATH}`,
     secret,
     requestTimeoutMs: CONNECT_TIMEOUT_MS,
+    pool: { onEvent: (event) => event.type === 'attemptFailed' && refused?.() },
   });
   try {
+    // Keeps the process alive while the pool's (unreferenced) timers retry.
+    const deadline = setTimeout(() => undefined, CONNECT_TIMEOUT_MS);
     await new Promise<void>((resolve, reject) => {
-      // The first failed attempt is the answer: the link does not retry for a CLI command.
-      const stop = client.onDown(() => {
-        stop();
+      refused = () =>
         reject(
           new CliError(
             `the control process at ${control} refused the control link (is the cluster secret right?)`,
           ),
         );
-      });
-      client.waitOpen(CONNECT_TIMEOUT_MS).then(() => {
-        stop();
-        resolve();
-      }, reject);
-    });
+      client.waitOpen(CONNECT_TIMEOUT_MS).then(resolve, reject);
+    }).finally(() => clearTimeout(deadline));
     const store = new RemoteStore(client);
     return await work(new RecordRepository(store));
   } finally {
