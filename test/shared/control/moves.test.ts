@@ -29,7 +29,6 @@ describe('GatewayMoveExecutor', () => {
       ],
       2,
       {},
-      { moveId: 'm-1' },
     );
     expect(moved).toBe(2);
     expect(recordings.map((r) => r.client.url).sort()).toEqual([a.url, b.url, c.url].sort());
@@ -46,7 +45,7 @@ describe('GatewayMoveExecutor', () => {
     await cluster.gateway();
     const executor = new GatewayMoveExecutor(cluster.store, keyRing);
     await expect(
-      executor.moveSessions('gw-1', [{ node: 'gw-2', count: 1 }], 1, {}, { moveId: 'm-2' }),
+      executor.moveSessions('gw-1', [{ node: 'gw-2', count: 1 }], 1, {}),
     ).rejects.toThrow(/gw-1 has no control service/);
   });
 });
