@@ -25,7 +25,7 @@ export const OrchestratorEnv = z.object({
   /** How often the leader records how far it got. */
   STREAMHEAL_ORCHESTRATOR_CHECKPOINT_MS: positive(200),
   /** An event whose run never finished (its leader died) is run again after this long. */
-  STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS: positive(10_000),
+  STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS: positive(5_000),
   /** The FailoverPolicy that applies. */
   STREAMHEAL_POLICY_NAME: z.string().min(1).optional(),
   /** How often dead-lettered alerts are sent again (by the leader). */

@@ -96,6 +96,12 @@ export interface FeedOptions {
   maxAttempts?: number;
   /** First retry delay; doubles up to 10 s. @default 250 */
   retryBaseMs?: number;
+  /**
+   * Events handled at once (those about one node one after another). More gains little: the
+   * functions of different nodes meet on the cluster record, and retry when they collide.
+   * @default 4
+   */
+  concurrency?: number;
   /** Told when an event was handled (for figures). */
   onHandled?: (event: BusEvent, revision: number) => void;
 }
@@ -125,7 +131,11 @@ export class EventFeed {
   private busQueue: Item[] = [];
   private nodeQueue: IEvent[] = [];
   private readonly retries = new Set<Retry>();
-  private busInFlight: number | undefined;
+  /** Events being handled (each holds the checkpoint before its revision). */
+  private readonly running = new Map<{ revision: number }, Promise<void>>();
+  /** The last task of each node, which its next event waits for. */
+  private readonly chains = new Map<string, Promise<void>>();
+  private readonly concurrency: number;
   private nodeInFlight: number | undefined;
   /** Revisions received so far (everything at or before was queued). */
   private busSeen = 0;
@@ -148,6 +158,7 @@ export class EventFeed {
     this.checkpointEveryMs = options.checkpointEveryMs ?? 200;
     this.maxAttempts = options.maxAttempts ?? 10;
     this.retryBaseMs = options.retryBaseMs ?? 250;
+    this.concurrency = Math.max(1, options.concurrency ?? 4);
   }
 
   stats(): FeedStats {
@@ -257,13 +268,23 @@ export class EventFeed {
     this.wakeBus?.();
   }
 
+  /**
+   * Hands events out in revision order, up to `concurrency` at once; events about the same node
+   * (`detail.node`, else the first resource) one after another, in order, as its rule memory
+   * wants. Retries that are due go first.
+   */
   private async busLoop(): Promise<void> {
     while (!this.stopped) {
+      if (this.running.size >= this.concurrency) {
+        await this.sleepBus(1_000);
+        continue;
+      }
       const now = Date.now();
       const due = [...this.retries].find((retry) => retry.dueAt <= now);
       if (due) {
-        if (!this.options.isLeading()) return;
-        await this.retry(due);
+        if (!this.options.isLeading()) break;
+        this.retries.delete(due);
+        this.launch(due.revision, due.event, () => this.retry(due));
         continue;
       }
       const next = this.busQueue.shift();
@@ -274,15 +295,29 @@ export class EventFeed {
       }
       if (!this.options.isLeading()) {
         this.busQueue.unshift(next);
-        return;
+        break;
       }
-      this.busInFlight = next.revision;
-      try {
-        await this.handle(next);
-      } finally {
-        this.busInFlight = undefined;
-      }
+      const event = this.accept(next);
+      if (event) this.launch(next.revision, event, () => this.handle(next.revision, event));
     }
+    await Promise.allSettled([...this.running.values()]);
+  }
+
+  /** Runs `task` after the running tasks of the same node; it holds the checkpoint meanwhile. */
+  private launch(revision: number, event: BusEvent, task: () => Promise<void>): void {
+    const key = orderingKey(event);
+    const token = { revision };
+    const previous = key === undefined ? undefined : this.chains.get(key);
+    const run = (previous ?? Promise.resolve()).then(task).catch((error: unknown) => {
+      this.options.logger.error({ err: error, event: event.id }, 'event handling failed');
+    });
+    const done = run.finally(() => {
+      this.running.delete(token);
+      if (key !== undefined && this.chains.get(key) === done) this.chains.delete(key);
+      this.wakeBus?.();
+    });
+    this.running.set(token, done);
+    if (key !== undefined) this.chains.set(key, done);
   }
 
   private sleepBus(ms: number): Promise<void> {
@@ -296,35 +331,38 @@ export class EventFeed {
     });
   }
 
-  private async handle(entry: Item): Promise<void> {
+  /** The event in `entry`, unless it is a rewrite of one already seen or not an event. */
+  private accept(entry: Item): BusEvent | undefined {
     // A rewrite of an event already seen (the producer's write was retried after a lost answer).
     const producer = entry.key.slice(this.options.keys.bus.length, entry.key.lastIndexOf('/'));
     const seq = trailingNumber(entry.key);
     const last = this.delivered.get(producer);
-    if (last !== undefined && seq <= last) return;
+    if (last !== undefined && seq <= last) return undefined;
     this.delivered.delete(producer);
     this.delivered.set(producer, seq);
     if (this.delivered.size > MAX_PRODUCERS) {
       this.delivered.delete(this.delivered.keys().next().value as string);
     }
-    let event: BusEvent;
     try {
       const parsed: unknown = JSON.parse(entry.value.toString());
       validateEvent(parsed, `bus event ${entry.key}`);
-      event = parsed;
+      return parsed;
     } catch (error) {
       this.counts.invalid++;
       this.options.logger.warn({ err: error, key: entry.key }, 'bus event skipped: not an event');
-      return;
+      return undefined;
     }
+  }
+
+  private async handle(revision: number, event: BusEvent): Promise<void> {
     const failed = await this.run(event, this.options.targets(event));
     if (failed.length === 0) {
       this.counts.handled++;
-      this.options.onHandled?.(event, entry.revision);
+      this.options.onHandled?.(event, revision);
       return;
     }
     this.retries.add({
-      revision: entry.revision,
+      revision,
       event,
       targets: failed,
       attempts: 1,
@@ -333,7 +371,6 @@ export class EventFeed {
   }
 
   private async retry(retry: Retry): Promise<void> {
-    this.retries.delete(retry);
     const failed = await this.run(retry.event, retry.targets);
     if (failed.length === 0) {
       this.counts.handled++;
@@ -385,7 +422,7 @@ export class EventFeed {
     let through = this.busSeen;
     const first = this.busQueue[0];
     if (first !== undefined) through = Math.min(through, first.revision - 1);
-    if (this.busInFlight !== undefined) through = Math.min(through, this.busInFlight - 1);
+    for (const { revision } of this.running.keys()) through = Math.min(through, revision - 1);
     for (const retry of this.retries) through = Math.min(through, retry.revision - 1);
     return through;
   }
@@ -591,6 +628,13 @@ export class EventFeed {
     }
     this.written = { bus, nodes };
   }
+}
+
+/** Events about one node are handled in order: `detail.node`, else the first resource. */
+function orderingKey(event: BusEvent): string | undefined {
+  const node = event.detail.node;
+  if (typeof node === 'string' && node !== '') return node;
+  return event.resources?.[0];
 }
 
 function item(kv: IKeyValue): Item {

@@ -23,7 +23,9 @@ export interface FunctionsOptions {
   /**
    * How long an event claimed by a run that never finished is left alone (idempotency.ts).
    * A leader that dies in the middle of an event leaves such a claim; its successor handles the
-   * event again once this has passed. @default 10_000
+   * event again once this has passed. A run still going then (it never takes seconds unless
+   * the store stalls) may be taken over, which the functions' conditional writes make safe.
+   * @default 5_000
    */
   inProgressMs?: number;
 }
@@ -42,7 +44,7 @@ export function controlFunctions(options: FunctionsOptions): ControlFunctions {
     logger: options.logger,
     control: {
       ...(options.policyName ? { policyName: options.policyName } : {}),
-      idempotency: { inProgressMs: options.inProgressMs ?? 10_000 },
+      idempotency: { inProgressMs: options.inProgressMs ?? 5_000 },
     },
   };
   const alerts: AlertDeps = {

@@ -1,7 +1,7 @@
 /**
  * Orchestrator failover with real processes: three orchestrators (dist/workers/orchestrator/main.js,
  * the real decide / nodeLost / alerts functions) on a 3-member etcd cluster. Events that each call
- * for one decision (`Gateway Process Exited` for a new node every 40 ms) are put on the bus all
+ * for one decision (`Gateway Process Exited` for a new node every 50 ms) are put on the bus all
  * along, while the leader is SIGKILLed three times (each time restarted as a new standby).
  * Every node gets exactly one `Node Declared Lost` decision, none is lost or doubled, events put
  * while there was no leader are handled by the next one, and at no moment do two live processes
@@ -136,16 +136,18 @@ describe('orchestrator failover (real processes, 3-member etcd)', () => {
             [node],
           ),
         ]);
-        await new Promise((resolve) => setTimeout(resolve, 40));
+        await new Promise((resolve) => setTimeout(resolve, 50));
       }
     })();
 
     // Act: SIGKILL the leader, wait for the next, restart the killed one as a standby.
     const rounds: { electedMs: number; slowestEventMs: number }[] = [];
+    let firstKill: number | undefined;
     for (let round = 1; round <= ROUNDS; round++) {
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       const victim = await leader();
       const killedAt = Date.now();
+      firstKill ??= killedAt;
       victim.child.proc.kill('SIGKILL');
       await waitUntilGone([victim.child.pid], 5_000);
       live.splice(live.indexOf(victim), 1);
@@ -175,12 +177,16 @@ describe('orchestrator failover (real processes, 3-member etcd)', () => {
     expect(records.every((r) => r.value.status === 'lost')).toBe(true);
     expect(mostLeaders).toBe(1);
     for (const { electedMs } of rounds) expect(electedMs).toBeLessThan(LEASE_MS + 2_500);
+    // Steady state: events put before the first kill.
     const waits = [...putAt]
+      .filter(([, at]) => at < firstKill!)
       .map(([node, at]) => decisions.get(node)!.at - at)
       .sort((a, b) => a - b);
+    const slowest = Math.max(...[...putAt].map(([node, at]) => decisions.get(node)!.at - at));
     console.log(
       `orchestrator failover (lease ${LEASE_MS} ms, ${k} events, ${deliveries} decision deliveries, ` +
-        `event to decision p50 ${waits[Math.floor(waits.length / 2)]} ms, max ${waits.at(-1)} ms): ` +
+        `event to decision before the first kill p50 ${waits[Math.floor(waits.length / 2)]} ms, ` +
+        `max ${waits.at(-1)} ms; slowest of all ${slowest} ms): ` +
         JSON.stringify(rounds),
     );
   }, 120_000);

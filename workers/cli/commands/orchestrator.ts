@@ -18,7 +18,7 @@ once. Configured by the environment:
   STREAMHEAL_HOST, STREAMHEAL_PORT  status server: GET /healthz, /readyz, /v1/status (default 127.0.0.1:7071; 0 = any)
   STREAMHEAL_ORCHESTRATOR_LEASE_MS  election lease: a dead leader is replaced after about this long (default 2000)
   STREAMHEAL_ORCHESTRATOR_CHECKPOINT_MS  how often the leader records how far it got (default 200)
-  STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS  an event whose run never finished is run again after this (default 10000)
+  STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS  an event whose run never finished is run again after this (default 5000)
   STREAMHEAL_POLICY_NAME         the FailoverPolicy that applies (default default)
   STREAMHEAL_ALERT_TARGETS, STREAMHEAL_ALERT_TARGETS_FILE, STREAMHEAL_ALERT_REDELIVER_MS  alert delivery
   STREAMHEAL_LOG_LEVEL
