@@ -520,6 +520,7 @@ async function measureFailover(
     await bus.close();
     await store.close();
   }
+  // The orchestrators `streamheal start` runs use the default lease (STREAMHEAL_ORCHESTRATOR_LEASE_MS).
   return { leaseMs: 2_000, rounds: results };
 }
 
