@@ -28,6 +28,11 @@ export const OrchestratorEnv = z.object({
   STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS: positive(5_000),
   /** The FailoverPolicy that applies. */
   STREAMHEAL_POLICY_NAME: z.string().min(1).optional(),
+  /**
+   * An EventBridge bus decision events are forwarded to as well (AWS with the etcd store: the
+   * alerting stack listens there). Endpoint and credentials: the AWS SDK's own variables.
+   */
+  STREAMHEAL_EVENT_BUS_NAME: z.string().min(1).optional(),
   /** How often dead-lettered alerts are sent again (by the leader). */
   STREAMHEAL_ALERT_REDELIVER_MS: positive(30_000),
   STREAMHEAL_LOG_LEVEL: z

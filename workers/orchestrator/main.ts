@@ -5,11 +5,13 @@
  * standby takes over at once) and exit.
  */
 import type { Server } from 'node:http';
+import { EventBridgeBus } from '../../shared/bus/EventBridgeBus.js';
 import { alertTargetsFromEnv } from '../../shared/control/alerts/targets.js';
 import { createLogger } from '../../shared/telemetry/logger.js';
 import { initTracing, shutdownTracing } from '../../shared/telemetry/tracing.js';
 import { backendConfigFromEnv, etcdConnectionOptions, openBackends } from '../backends.js';
 import { OrchestratorEnv } from './config.js';
+import { ForwardingBus } from './forward.js';
 import { controlFunctions } from './functions.js';
 import { serveStatus } from './http.js';
 import { Orchestrator } from './Orchestrator.js';
@@ -41,6 +43,7 @@ async function stop(signal: string): Promise<void> {
     ?.close()
     .catch((error: unknown) => logger.warn({ err: error }, 'close'));
   await backends.close();
+  if (decisionBus !== backends.bus) await decisionBus.close();
   running.server?.closeAllConnections();
   running.server?.close();
   await shutdownTracing();
@@ -49,9 +52,21 @@ async function stop(signal: string): Promise<void> {
 process.on('SIGTERM', () => void stop('SIGTERM'));
 process.on('SIGINT', () => void stop('SIGINT'));
 
+// Decisions also to EventBridge when a bus is named (infra's etcd shape on AWS).
+const decisionBus = env.STREAMHEAL_EVENT_BUS_NAME
+  ? new ForwardingBus(
+      backends.bus,
+      new EventBridgeBus({
+        eventBusName: env.STREAMHEAL_EVENT_BUS_NAME,
+        onDrop: (drop) =>
+          logger.warn({ reason: drop.reason, events: drop.events.length }, 'decisions dropped'),
+      }),
+      logger,
+    )
+  : backends.bus;
 const functions = controlFunctions({
   store: backends.store,
-  bus: backends.bus,
+  bus: decisionBus,
   logger,
   alertTargets: alertTargetsFromEnv(process.env),
   ...(env.STREAMHEAL_POLICY_NAME ? { policyName: env.STREAMHEAL_POLICY_NAME } : {}),

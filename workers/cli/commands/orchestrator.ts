@@ -20,6 +20,7 @@ once. Configured by the environment:
   STREAMHEAL_ORCHESTRATOR_CHECKPOINT_MS  how often the leader records how far it got (default 200)
   STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS  an event whose run never finished is run again after this (default 5000)
   STREAMHEAL_POLICY_NAME         the FailoverPolicy that applies (default default)
+  STREAMHEAL_EVENT_BUS_NAME      forward decision events to this EventBridge bus as well (AWS_* variables apply)
   STREAMHEAL_ALERT_TARGETS, STREAMHEAL_ALERT_TARGETS_FILE, STREAMHEAL_ALERT_REDELIVER_MS  alert delivery
   STREAMHEAL_LOG_LEVEL
 `,
