@@ -10,6 +10,7 @@ import type { TargetFunction } from '../../shared/bus/catalogue.js';
 import type { EventBus } from '../../shared/bus/EventBus.js';
 import type { RouteHandler } from '../../shared/bus/router.js';
 import type { AlertTarget } from '../../shared/control/alerts/targets.js';
+import type { MoveExecutor } from '../../shared/control/moves.js';
 import type { StateStore } from '../../shared/store/StateStore.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
 
@@ -28,6 +29,11 @@ export interface FunctionsOptions {
    * @default 5_000
    */
   inProgressMs?: number;
+  /**
+   * Who carries out session moves. @default the functions' default, as in the local control
+   * process (shared/control/moves.ts)
+   */
+  moves?: MoveExecutor;
 }
 
 export interface ControlFunctions {
@@ -42,6 +48,7 @@ export function controlFunctions(options: FunctionsOptions): ControlFunctions {
     store: options.store,
     bus: options.bus,
     logger: options.logger,
+    ...(options.moves ? { moves: options.moves } : {}),
     control: {
       ...(options.policyName ? { policyName: options.policyName } : {}),
       idempotency: { inProgressMs: options.inProgressMs ?? 5_000 },
