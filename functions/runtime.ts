@@ -5,17 +5,21 @@
  *   - a Lambda builds it from its environment on first use (`lambdaDeps`): DynamoDB for the store
  *     (`DynamoStore.fromEnv`, docs/dynamodb.md), EventBridge for the bus (`STREAMHEAL_EVENT_BUS_NAME`,
  *     default `default`). Endpoints come from the SDK's usual variables (AWS_ENDPOINT_URL_…), which
- *     is how LocalStack runs are pointed at LocalStack.
+ *     is how LocalStack runs are pointed at LocalStack. Moves go through the source gateway's
+ *     gRPC control service (GatewayMoveExecutor: the address in its node record, calls and
+ *     redirect tokens signed with the token key ring, `KeyRingSource`), which is why decide and
+ *     nodeLost run in the VPC with read access to the ring.
  * Handlers stay thin: they turn the delivered event into a BusEvent and call the shared code.
  */
 import type { EventBus } from '../shared/bus/EventBus.js';
 import { EventBridgeBus } from '../shared/bus/EventBridgeBus.js';
 import { ControlPlane, type ControlPlaneOptions } from '../shared/control/ControlPlane.js';
-import type { MoveExecutor } from '../shared/control/moves.js';
+import { GatewayMoveExecutor, type MoveExecutor } from '../shared/control/moves.js';
 import { DynamoStore } from '../shared/store/DynamoStore.js';
 import type { StateStore } from '../shared/store/StateStore.js';
 import { createLogger, type Logger } from '../shared/telemetry/logger.js';
 import type { LevelWithSilent } from 'pino';
+import { KeyRingSource } from './tokens/keyRing.js';
 
 export interface ControlDeps {
   store: StateStore;
@@ -45,13 +49,32 @@ export function controlPlaneOf(deps: ControlDeps): ControlPlane {
 }
 
 let lambda: ControlDeps | undefined;
+let keyRings: KeyRingSource | undefined;
+
+/**
+ * How long a client has to move before its session stays put: within decide's Lambda timeout
+ * (10 s), so a move that does not complete is reported rather than cut off. Clients move in
+ * parallel, so this does not grow with their number.
+ */
+export const LAMBDA_MOVE_TTL_MS = 5_000;
 
 /** The Lambda's dependencies, from its environment, made on the first invocation and kept. */
 export function lambdaDeps(name: string, env: NodeJS.ProcessEnv = process.env): ControlDeps {
-  lambda ??= {
-    store: DynamoStore.fromEnv(env),
+  if (lambda) return lambda;
+  const store = DynamoStore.fromEnv(env);
+  const logger = createLogger(name, (env.STREAMHEAL_LOG_LEVEL || 'info') as LevelWithSilent);
+  // Read on the first move only (a function that moves nothing never asks Secrets Manager).
+  const ring = (keyRings = new KeyRingSource({ env, logger }));
+  const ttl = Number(env.STREAMHEAL_MOVE_TTL_MS);
+  lambda = {
+    store,
     bus: new EventBridgeBus({ eventBusName: env.STREAMHEAL_EVENT_BUS_NAME || 'default' }),
-    logger: createLogger(name, (env.STREAMHEAL_LOG_LEVEL || 'info') as LevelWithSilent),
+    logger,
+    moves: new GatewayMoveExecutor(store, () => ring.get(), {
+      ttlMs: Number.isInteger(ttl) && ttl > 0 ? ttl : LAMBDA_MOVE_TTL_MS,
+      // A reachable gateway answers in milliseconds; an unreachable one must not eat the budget.
+      statusTimeoutMs: 2_000,
+    }),
     control: {
       ...(env.STREAMHEAL_POLICY_NAME ? { policyName: env.STREAMHEAL_POLICY_NAME } : {}),
     },
@@ -75,6 +98,8 @@ export async function drainBus(deps: ControlDeps, timeoutMs = 10_000): Promise<v
 export async function closeLambdaDeps(): Promise<void> {
   const deps = lambda;
   lambda = undefined;
+  keyRings?.close();
+  keyRings = undefined;
   if (!deps) return;
   await deps.bus.close();
   await deps.store.close();

@@ -111,19 +111,32 @@ interface GatewayNode {
 export interface GatewayMoveExecutorOptions {
   /** How long each client has to move before its session stays put. @default 30_000 */
   ttlMs?: number;
+  /**
+   * How long the source gateway has to answer Status. A gateway that cannot be reached (a
+   * dropped SYN) would otherwise hold the caller until gRPC's own connect timeout, past a
+   * Lambda's. @default 5_000
+   */
+  statusTimeoutMs?: number;
 }
+
+/**
+ * The ring, or where to get it when a move happens (a Lambda's comes from Secrets Manager:
+ * functions/tokens/keyRing.ts `KeyRingSource`, cached and refreshed there).
+ */
+export type KeyRingProvider = KeyRing | (() => Promise<KeyRing>);
 
 /**
  * Asks the source gateway (the control address in its node record) for up to `count` session
  * ids, signs a redirect token per session for its target, and calls Migrate with the decision's
  * trace context. Resolves with how many moved: moved means resumed on the target before the
- * old connection closed. A gateway without a control service, or one that cannot be reached,
- * fails the move (the decision is carried out again on redelivery).
+ * old connection closed. A gateway without a control service, one that cannot be reached or
+ * does not answer Status in time, or one that refuses the ring fails the move with the reason
+ * (decide then publishes Migration Failed with it).
  */
 export class GatewayMoveExecutor implements MoveExecutor {
   constructor(
     private readonly store: StateStore,
-    private readonly keyRing: KeyRing,
+    private readonly keyRing: KeyRingProvider,
     private readonly options: GatewayMoveExecutorOptions = {},
   ) {}
 
@@ -142,16 +155,21 @@ export class GatewayMoveExecutor implements MoveExecutor {
     const source = nodes.get(fromNode);
     if (!source?.control)
       throw new Error(`gateway ${fromNode} has no control service in its node record; cannot move`);
-    const client = new GatewayControlClient(source.control, this.keyRing);
+    const keyRing = typeof this.keyRing === 'function' ? await this.keyRing() : this.keyRing;
+    const client = new GatewayControlClient(source.control, keyRing);
     try {
-      const { sessions } = await client.status(count);
+      const { sessions } = await withTimeout(
+        client.status(count),
+        this.options.statusTimeoutMs ?? 5_000,
+        `gateway ${fromNode} did not answer Status at ${source.control}`,
+      );
       const moves: Move[] = [];
       for (const target of targets) {
         const node = nodes.get(target.node);
         if (!node) continue; // gone since the decision: its share stays
         for (let i = 0; i < target.count && moves.length < sessions.length; i++) {
           const session = sessions[moves.length]!;
-          const { token } = await signRedirectToken(this.keyRing, {
+          const { token } = await signRedirectToken(keyRing, {
             sessionId: session,
             sourceNode: fromNode,
             targetNode: node.id,
@@ -168,5 +186,18 @@ export class GatewayMoveExecutor implements MoveExecutor {
     } finally {
       client.close();
     }
+  }
+}
+
+/** `promise`, or a rejection with `message` after `ms` (the caller closes what it opened). */
+async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${message} within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }

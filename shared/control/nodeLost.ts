@@ -35,9 +35,23 @@ export function taskIdOf(taskArn: string): string {
 }
 
 /**
- * What a node-lost event reports. On ECS the node is the registration whose `taskArn` is the
- * task's, else the one named by the task id (gateways on ECS register under their task id).
+ * The node of an ECS task. A gateway on ECS reads its task from the task metadata endpoint
+ * (workers/gateway/ecsIdentity.ts) and registers under its task id with the task's `taskArn`
+ * (`TaskARN` there, the same string as the event's `detail.taskArn`). While that registration
+ * lives, it is found by `taskArn`, whatever its id (STREAMHEAL_NODE_ID may name it). A stopped
+ * task's registration is usually gone by the time ECS reports the stop (a clean stop revokes
+ * its lease; a crash lets it expire within seconds, and the stop event comes later): then the
+ * node is the task id, which is the gateway's id unless STREAMHEAL_NODE_ID was set.
  */
+export function nodeOfTask(
+  taskArn: string,
+  registered: ReadonlyMap<string, RegisteredNode>,
+): string {
+  for (const node of registered.values()) if (node.taskArn === taskArn) return node.id;
+  return taskIdOf(taskArn);
+}
+
+/** What a node-lost event reports (the node of an ECS task: `nodeOfTask`). */
 export function parseNodeLostEvent(
   event: BusEvent,
   registered: ReadonlyMap<string, RegisteredNode>,
@@ -49,12 +63,11 @@ export function parseNodeLostEvent(
     if (detail.lastStatus !== 'STOPPED') return { ignored: `task is ${String(detail.lastStatus)}` };
     const taskArn = detail.taskArn;
     if (typeof taskArn !== 'string' || taskArn === '') return { ignored: 'no detail.taskArn' };
-    const byArn = [...registered.values()].find((node) => node.taskArn === taskArn);
     const version = typeof detail.version === 'number' ? detail.version : undefined;
     const why = [detail.stoppedReason, detail.stopCode].filter((s) => typeof s === 'string');
     return {
       report: {
-        node: byArn?.id ?? taskIdOf(taskArn),
+        node: nodeOfTask(taskArn, registered),
         cause: 'ecs_task_stopped',
         causeText: `task stopped${why.length ? `: ${why.join(', ')}` : ''}`,
         at,

@@ -101,6 +101,14 @@ export interface GatewayOptions {
   controlPort?: number;
   /** Time a drain gives sessions to move before the rest are closed, ms. @default 20000 */
   drainMs?: number;
+  /**
+   * Where other processes reach this gateway, for its node record, when `host` is a wildcard
+   * (0.0.0.0 on ECS): `control` becomes `<host>:<control port>`, `url` becomes `url`, else the
+   * listening URL with `host` in it. @default the listening addresses
+   */
+  advertise?: { host?: string; url?: string };
+  /** The ECS task this gateway runs in, for its node record (nodeLost maps stopped tasks by it). */
+  taskArn?: string;
   logger: Logger;
 }
 
@@ -117,8 +125,10 @@ export interface NodeRecord {
   url: string;
   /** Only 'active' gateways take moved sessions. Absent in records of older gateways. */
   state?: GatewayState;
-  /** `host:port` of the gRPC control service, when it runs. */
+  /** `host:port` of the gRPC control service, when it runs (advertised). */
   control?: string;
+  /** ECS task ARN, on ECS. */
+  taskArn?: string;
   pid: number;
   startedAt: string;
   connections: { ws: number; sse: number };
@@ -205,6 +215,9 @@ export class Gateway implements GatewayContext, ControlTarget {
 
   /** Base URL, known once listening. */
   url = '';
+  /** The URL and control address others are given (the node record's), known once listening. */
+  private advertisedUrl = '';
+  private advertisedControl?: string;
 
   get ready(): boolean {
     return this.state === 'active' && this.registered && this.detection.checks().ready;
@@ -215,9 +228,9 @@ export class Gateway implements GatewayContext, ControlTarget {
     return Date.now() - this.lastRegisteredAt < 3 * this.registrationMs;
   }
 
-  /** `host:port` of the gRPC control service; undefined when it does not run. */
+  /** `host:port` others reach the gRPC control service at; undefined when it does not run. */
   get controlAddress(): string | undefined {
-    return this.controlServer?.address;
+    return this.advertisedControl;
   }
 
   get heartbeat(): Readonly<GatewayHeartbeatOptions> | undefined {
@@ -229,12 +242,16 @@ export class Gateway implements GatewayContext, ControlTarget {
   }
 
   async listen(): Promise<void> {
+    const advertise = this.options.advertise ?? {};
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => {
         this.server.off('error', reject);
         const { address, port } = this.server.address() as AddressInfo;
         this.url = `http://${address}:${port}`;
+        this.advertisedUrl =
+          advertise.url ??
+          (advertise.host ? `http://${bracketed(advertise.host)}:${port}` : this.url);
         resolve();
       });
     });
@@ -246,6 +263,10 @@ export class Gateway implements GatewayContext, ControlTarget {
         target: this,
         logger: this.logger,
       });
+      const bound = this.controlServer.address;
+      this.advertisedControl = advertise.host
+        ? `${bracketed(advertise.host)}:${bound.slice(bound.lastIndexOf(':') + 1)}`
+        : bound;
     }
     await this.register();
     this.registration = setInterval(() => void this.register(), this.registrationMs).unref();
@@ -382,9 +403,10 @@ export class Gateway implements GatewayContext, ControlTarget {
     for (const session of this.sessions) subscriptions += session.subscriptionCount;
     return {
       id: this.nodeId,
-      url: this.url,
+      url: this.advertisedUrl,
       state: this.state,
-      ...(this.controlServer ? { control: this.controlServer.address } : {}),
+      ...(this.advertisedControl ? { control: this.advertisedControl } : {}),
+      ...(this.options.taskArn ? { taskArn: this.options.taskArn } : {}),
       pid: process.pid,
       startedAt: this.startedAt,
       connections: { ws: this.sessions.size, sse: this.streams.size },
@@ -571,6 +593,11 @@ export class Gateway implements GatewayContext, ControlTarget {
       });
     });
   }
+}
+
+/** An IPv6 literal in brackets, as `host:port` and URLs need it. */
+function bracketed(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {

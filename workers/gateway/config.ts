@@ -14,8 +14,22 @@ const list = z.string().transform((s) =>
 const int = (def: number) => z.coerce.number().int().positive().default(def);
 
 export const GatewayEnv = z.object({
-  STREAMHEAL_NODE_ID: z.string().min(1).default('gateway-1'),
+  /** Default: the ECS task id on ECS, else `gateway-1` (ecsIdentity.ts). */
+  STREAMHEAL_NODE_ID: z.string().min(1).optional(),
   STREAMHEAL_HOST: z.string().default('127.0.0.1'),
+  /**
+   * Address other processes reach this gateway at, when STREAMHEAL_HOST is a wildcard
+   * (0.0.0.0): its node record then says `<host>:<control port>` for the control service and
+   * `http://<host>:<port>` for its URL. Default: the task's private IPv4 on ECS, else the
+   * listening address.
+   */
+  STREAMHEAL_ADVERTISE_HOST: z.string().min(1).optional(),
+  /** The URL in the node record (what moved clients are sent to), when not `http://<advertised host>:<port>`. */
+  STREAMHEAL_ADVERTISE_URL: z.string().url().optional(),
+  /** Set by ECS (task metadata endpoint v4): the gateway reads its task id, ARN and IPv4 there. */
+  ECS_CONTAINER_METADATA_URI_V4: z.string().url().optional(),
+  /** Budget for reading the task metadata at start (retries included); the gateway exits after it. */
+  STREAMHEAL_ECS_METADATA_TIMEOUT_MS: int(5000),
   STREAMHEAL_PORT: z.coerce.number().int().min(0).max(65535).default(8081),
   /** `memory`: a single node with its own store; `link`: the embedded store of the control process. */
   STREAMHEAL_STORE: z.enum(['memory', 'link']).default('memory'),

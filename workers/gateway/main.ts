@@ -9,13 +9,20 @@ import { initTracing, shutdownTracing } from '../../shared/telemetry/tracing.js'
 import { keyRingFromSecret } from '../../shared/tokens.js';
 import { backendConfigFromEnv, openBackends } from '../backends.js';
 import { GatewayEnv } from './config.js';
+import { gatewayIdentity } from './ecsIdentity.js';
 import { startGateway } from './Gateway.js';
 
 // STREAMHEAL_STORE is read with the other backend variables, by workers/backends.ts.
 const env = GatewayEnv.omit({ STREAMHEAL_STORE: true }).parse(process.env);
-const logger = createLogger('gateway', env.STREAMHEAL_LOG_LEVEL).child({
-  node: env.STREAMHEAL_NODE_ID,
+// Node id, task ARN and advertised address (on ECS from the task metadata endpoint).
+const identity = await gatewayIdentity(env).catch((error: unknown) => {
+  createLogger('gateway', env.STREAMHEAL_LOG_LEVEL).fatal({ err: error }, String(error));
+  process.exit(1);
 });
+const logger = createLogger('gateway', env.STREAMHEAL_LOG_LEVEL).child({
+  node: identity.nodeId,
+});
+if (identity.ecs) logger.info({ ecs: identity.ecs }, 'ECS task identity');
 initTracing(`streamheal-gateway`);
 
 // Store and bus from STREAMHEAL_STORE / STREAMHEAL_BUS (workers/backends.ts).
@@ -31,8 +38,10 @@ const generated = (what: string) => {
 };
 const publishKey = env.STREAMHEAL_PUBLISH_KEY ?? generated('STREAMHEAL_PUBLISH_KEY');
 const gateway = await startGateway({
-  nodeId: env.STREAMHEAL_NODE_ID,
+  nodeId: identity.nodeId,
   host: env.STREAMHEAL_HOST,
+  ...(identity.advertise ? { advertise: identity.advertise } : {}),
+  ...(identity.taskArn ? { taskArn: identity.taskArn } : {}),
   port: env.STREAMHEAL_PORT,
   store,
   bus,

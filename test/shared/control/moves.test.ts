@@ -2,9 +2,12 @@
  * GatewayMoveExecutor against real gateways (gRPC control service on loopback) and real SDK
  * clients: the decision's share of sessions moves make-before-break to each target.
  */
+import { createServer, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GatewayMoveExecutor } from '../../../shared/control/moves.js';
 import { Cluster, keyRing, until } from '../client/harness.js';
+import { register } from './helpers.js';
 
 describe('GatewayMoveExecutor', () => {
   let cluster: Cluster;
@@ -47,5 +50,43 @@ describe('GatewayMoveExecutor', () => {
     await expect(
       executor.moveSessions('gw-1', [{ node: 'gw-2', count: 1 }], 1, {}),
     ).rejects.toThrow(/gw-1 has no control service/);
+  });
+
+  it('takes the ring from an async provider, when a move happens', async () => {
+    cluster = new Cluster();
+    const a = await cluster.gateway({ controlPort: 0 });
+    await cluster.gateway();
+    const recording = cluster.client([a.url]);
+    await recording.client.connect();
+    let asked = 0;
+    const executor = new GatewayMoveExecutor(cluster.store, async () => {
+      asked++;
+      return keyRing;
+    });
+    expect(asked).toBe(0);
+    expect(await executor.moveSessions('gw-1', [{ node: 'gw-2', count: 1 }], 1, {})).toBe(1);
+    expect(asked).toBe(1);
+  });
+
+  it('gives up on a gateway that does not answer Status', async () => {
+    cluster = new Cluster();
+    // Accepts TCP and never says a word: what a frozen gateway looks like.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const control = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      await register(cluster.store, 'gw-frozen', 1, { control });
+      await register(cluster.store, 'gw-2', 0);
+      const executor = new GatewayMoveExecutor(cluster.store, keyRing, { statusTimeoutMs: 300 });
+      const started = performance.now();
+      await expect(
+        executor.moveSessions('gw-frozen', [{ node: 'gw-2', count: 1 }], 1, {}),
+      ).rejects.toThrow(`gateway gw-frozen did not answer Status at ${control} within 300 ms`);
+      expect(performance.now() - started).toBeLessThan(2_000);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 });
