@@ -57,6 +57,15 @@ describe('local cluster (real processes)', () => {
     expect(b.received).toEqual(range(1, 100));
   });
 
+  it("exports the control link pool on each gateway's /metrics", async () => {
+    const text = await (await fetch(`${cluster.gatewayUrls[0]}/metrics`)).text();
+    const open = Number(
+      text.match(/^streamheal_link_pool_connections\{state="open"[^}]*\} (\S+)$/m)?.[1],
+    );
+    expect(open).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^streamheal_link_pool_busy_ratio\{[^}]*\} \S+$/m);
+  });
+
   it('resumes on another gateway after SIGKILL of its own, with every position exactly once', async () => {
     const { c, received } = await client(cluster.gatewayUrls, 'crash');
     const victimUrl = c.url!;

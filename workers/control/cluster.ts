@@ -19,6 +19,8 @@ import {
   type AlertTarget,
 } from '../../shared/control/alerts/targets.js';
 import { watchNodeLeases, type LeaseWatch } from '../../shared/control/leaseWatch.js';
+import { GatewayMoveExecutor } from '../../shared/control/moves.js';
+import { keyRingFromSecret } from '../../shared/tokens.js';
 import { alertsRunner, redeliverAlerts, type AlertDeps } from '../../functions/alerts/handler.js';
 import { decideRunner } from '../../functions/decide/handler.js';
 import { nodeLostRunner } from '../../functions/nodeLost/handler.js';
@@ -178,7 +180,13 @@ export class LocalCluster {
     });
     this.store = this.backends.store;
     this.bus = this.backends.bus;
-    this.controlDeps = { store: this.store, bus: this.bus, logger: this.logger };
+    // Decisions move sessions for real, through the gateways' control services.
+    this.controlDeps = {
+      store: this.store,
+      bus: this.bus,
+      logger: this.logger,
+      moves: new GatewayMoveExecutor(this.store, keyRingFromSecret(clusterSecret)),
+    };
     this.alertDeps = {
       store: this.store,
       logger: this.logger,
@@ -227,6 +235,7 @@ export class LocalCluster {
           STREAMHEAL_NODE_ID: name,
           STREAMHEAL_HOST: host,
           STREAMHEAL_PORT: String(port),
+          STREAMHEAL_CONTROL_PORT: '0', // a free port, advertised in the node record
           ...childBackendEnv(backends, { url: linkUrl, secret: clusterSecret }),
           STREAMHEAL_CLUSTER_SECRET: clusterSecret,
           STREAMHEAL_PUBLISH_KEY: publishKey,
@@ -243,7 +252,10 @@ export class LocalCluster {
               count: orchestrators,
               host,
               portBase: orchestratorPortBase,
-              env: childBackendEnv(backends, { url: linkUrl, secret: clusterSecret }),
+              env: {
+                ...childBackendEnv(backends, { url: linkUrl, secret: clusterSecret }),
+                STREAMHEAL_CLUSTER_SECRET: clusterSecret, // signs the redirect tokens of moves
+              },
               ...(options.orchestratorScript ? { script: options.orchestratorScript } : {}),
             }),
           })

@@ -170,7 +170,7 @@ export class Gateway implements GatewayContext, ControlTarget {
       nodeId: options.nodeId,
       keyRing: options.keyRing,
       store: options.store,
-      sessions: () => this.sessions,
+      sessions: () => this.clientSessions(),
       metrics: this.metrics,
       logger: options.logger,
     });
@@ -360,9 +360,14 @@ export class Gateway implements GatewayContext, ControlTarget {
     return this.mover.migrate(...args);
   }
 
+  /** WebSocket sessions of clients: all but the gateway's own delivery canary (never moved). */
+  private *clientSessions(): Iterable<WsSession> {
+    for (const session of this.sessions) if (!session.isCanary) yield session;
+  }
+
   status(sessionLimit: number): StatusReply {
     const sessions: string[] = [];
-    for (const session of this.sessions) {
+    for (const session of this.clientSessions()) {
       if (sessions.length >= sessionLimit) break;
       sessions.push(session.id);
     }
@@ -398,9 +403,14 @@ export class Gateway implements GatewayContext, ControlTarget {
 
   // Cluster membership
 
+  /** What the cluster sees of this gateway: its clients (the delivery canary is not one). */
   private nodeRecord(): NodeRecord {
     let subscriptions = 0;
-    for (const session of this.sessions) subscriptions += session.subscriptionCount;
+    let clients = 0;
+    for (const session of this.clientSessions()) {
+      subscriptions += session.subscriptionCount;
+      clients++;
+    }
     return {
       id: this.nodeId,
       url: this.advertisedUrl,
@@ -409,7 +419,7 @@ export class Gateway implements GatewayContext, ControlTarget {
       ...(this.options.taskArn ? { taskArn: this.options.taskArn } : {}),
       pid: process.pid,
       startedAt: this.startedAt,
-      connections: { ws: this.sessions.size, sse: this.streams.size },
+      connections: { ws: clients, sse: this.streams.size },
       subscriptions,
       channels: this.hub.channelCount,
     };

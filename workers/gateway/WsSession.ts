@@ -32,6 +32,7 @@ import {
   type SubscriptionSink,
 } from './ChannelHub.js';
 import { FastPathState } from './FastPath.js';
+import { canaryChannel } from './health/DeliveryCanary.js';
 import type { GatewayContext } from './GatewayContext.js';
 
 /** Token refusals a client is told as they are; anything else reads invalid_token. */
@@ -91,6 +92,13 @@ export class WsSession implements SubscriptionSink {
       resumeToken: await this.gateway.resumeToken(this.session),
       limits: this.gateway.limits,
     });
+  }
+
+  /** The gateway's own delivery canary: subscribed to its probe channel only. */
+  get isCanary(): boolean {
+    return (
+      this.subscriptions.size === 1 && this.subscriptions.has(canaryChannel(this.gateway.nodeId))
+    );
   }
 
   get subscriptionCount(): number {

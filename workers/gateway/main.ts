@@ -11,6 +11,7 @@ import { backendConfigFromEnv, openBackends } from '../backends.js';
 import { GatewayEnv } from './config.js';
 import { gatewayIdentity } from './ecsIdentity.js';
 import { startGateway } from './Gateway.js';
+import { registerLinkPoolMetrics } from './metrics.js';
 
 // STREAMHEAL_STORE is read with the other backend variables, by workers/backends.ts.
 const env = GatewayEnv.omit({ STREAMHEAL_STORE: true }).parse(process.env);
@@ -76,6 +77,10 @@ const gateway = await startGateway({
   },
   logger,
 });
+if (backends.link) {
+  const link = backends.link;
+  registerLinkPoolMetrics(gateway.metrics.registry, () => link.poolStats());
+}
 if (!env.STREAMHEAL_PUBLISH_KEY) logger.info({ publishKey }, 'publish key');
 
 let stopping = false;

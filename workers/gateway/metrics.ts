@@ -1,5 +1,6 @@
 /** Gateway metrics in Prometheus text, one registry per gateway (tests run several in one process). */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PoolStats } from '../../shared/pool/ConnectionPool.js';
 
 export function createGatewayMetrics(nodeId: string) {
   const registry = new Registry();
@@ -182,3 +183,56 @@ export function createGatewayMetrics(nodeId: string) {
 }
 
 export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;
+
+/**
+ * The control link's connection pool (docs/pools.md) on a gateway's /metrics, read on each
+ * scrape from `stats` (LinkClient.poolStats).
+ */
+export function registerLinkPoolMetrics(registry: Registry, stats: () => PoolStats): void {
+  new Gauge({
+    name: 'streamheal_link_pool_connections',
+    help: 'Control link connections by state',
+    labelNames: ['state'] as const,
+    registers: [registry],
+    collect() {
+      const { open, opening } = stats();
+      this.set({ state: 'open' }, open);
+      this.set({ state: 'opening' }, opening);
+    },
+  });
+  const gauge = (name: string, help: string, read: (s: PoolStats) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read(stats()));
+      },
+    });
+  gauge(
+    'streamheal_link_pool_requests_in_flight',
+    'Requests in flight on the control link',
+    (s) => s.inFlight,
+  );
+  gauge(
+    'streamheal_link_pool_busy_ratio',
+    'In flight / (open connections x capacity)',
+    (s) => s.busyShare,
+  );
+  gauge(
+    'streamheal_link_pool_scale_ups',
+    'Times the pool grew (seed 2.2 triggers), since start',
+    (s) => s.scaleUps,
+  );
+  gauge(
+    'streamheal_link_pool_reclaimed',
+    'Idle connections closed by the pool, since start',
+    (s) => s.reclaimed,
+  );
+  gauge('streamheal_link_pool_connections_lost', 'Connections lost, since start', (s) => s.lost);
+  gauge(
+    'streamheal_link_pool_connect_failures',
+    'Times the pool gave up connecting (5 attempts), since start',
+    (s) => s.connectFailures,
+  );
+}

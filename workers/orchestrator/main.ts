@@ -7,8 +7,10 @@
 import type { Server } from 'node:http';
 import { EventBridgeBus } from '../../shared/bus/EventBridgeBus.js';
 import { alertTargetsFromEnv } from '../../shared/control/alerts/targets.js';
+import { GatewayMoveExecutor } from '../../shared/control/moves.js';
 import { createLogger } from '../../shared/telemetry/logger.js';
 import { initTracing, shutdownTracing } from '../../shared/telemetry/tracing.js';
+import { keyRingFromSecret } from '../../shared/tokens.js';
 import { backendConfigFromEnv, etcdConnectionOptions, openBackends } from '../backends.js';
 import { OrchestratorEnv } from './config.js';
 import { ForwardingBus } from './forward.js';
@@ -64,10 +66,18 @@ const decisionBus = env.STREAMHEAL_EVENT_BUS_NAME
       logger,
     )
   : backends.bus;
+// Moves go through the gateways' control services, with redirect tokens from the cluster's key
+// ring; without one, move requests are only recorded (shared/control/moves.ts).
+const tokenKeys = process.env.STREAMHEAL_TOKEN_KEYS || process.env.STREAMHEAL_CLUSTER_SECRET;
+if (!tokenKeys)
+  logger.warn('no STREAMHEAL_TOKEN_KEYS or STREAMHEAL_CLUSTER_SECRET: moves are only recorded');
 const functions = controlFunctions({
   store: backends.store,
   bus: decisionBus,
   logger,
+  ...(tokenKeys
+    ? { moves: new GatewayMoveExecutor(backends.store, keyRingFromSecret(tokenKeys)) }
+    : {}),
   alertTargets: alertTargetsFromEnv(process.env),
   ...(env.STREAMHEAL_POLICY_NAME ? { policyName: env.STREAMHEAL_POLICY_NAME } : {}),
   inProgressMs: env.STREAMHEAL_ORCHESTRATOR_IN_PROGRESS_MS,
