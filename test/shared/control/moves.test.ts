@@ -4,14 +4,39 @@
  */
 import { createServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayMoveExecutor } from '../../../shared/control/moves.js';
+import { initTracing, shutdownTracing } from '../../../shared/telemetry/tracing.js';
 import { Cluster, keyRing, until } from '../client/harness.js';
 import { register } from './helpers.js';
 
 describe('GatewayMoveExecutor', () => {
   let cluster: Cluster;
+  const exporter = new InMemorySpanExporter();
+  beforeAll(() => initTracing('test', [new SimpleSpanProcessor(exporter)]));
+  afterAll(() => shutdownTracing());
   afterEach(() => cluster.close());
+
+  it("continues the decision's trace in the gateway's migrate span", async () => {
+    cluster = new Cluster();
+    const a = await cluster.gateway({ controlPort: 0 });
+    await cluster.gateway();
+    const { client } = cluster.client([a.url]);
+    await client.connect();
+    const decisionTrace = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const moved = await new GatewayMoveExecutor(cluster.store, keyRing).moveSessions(
+      'gw-1',
+      [{ node: 'gw-2', count: 1 }],
+      1,
+      { traceparent: `00-${decisionTrace}-00f067aa0ba902b7-01` },
+    );
+    expect(moved).toBe(1);
+    const migrate = exporter.getFinishedSpans().find((span) => span.name === 'migrate')!;
+    expect(migrate.spanContext().traceId).toBe(decisionTrace);
+    expect(migrate.parentSpanContext?.spanId).toBe('00f067aa0ba902b7');
+    expect(migrate.attributes['streamheal.sessions']).toBe(1);
+  });
 
   it('moves the asked share of a gateway’s sessions to each target', async () => {
     cluster = new Cluster();
