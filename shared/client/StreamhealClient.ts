@@ -73,7 +73,8 @@ export interface StreamhealClientOptions {
   /** A socket that has not sent `welcome` within this time counts as a failed attempt. @default 10000 */
   connectTimeoutMs?: number;
   /**
-   * The client's pings to the gateway: missing fields take the defaults (1000 / 500 / 3);
+   * The client's pings to the gateway (sent only after `intervalMs` without hearing from it):
+   * missing fields take the defaults (250 / 500 / 3);
    * `false` sends none (the gateway's pings are answered either way).
    */
   heartbeat?: Partial<HeartbeatOptions> | false;
