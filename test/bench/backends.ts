@@ -19,7 +19,7 @@
  * shared: each window also reports the CPU other processes used meanwhile (`otherCpu`, cores).
  */
 import { mkdtempSync, readFileSync, existsSync, rmSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
@@ -33,6 +33,7 @@ import { childPids } from '../support/processes.js';
 import { busyCores, cpuSeconds, cpuTimes, describeCpus, waitQuiet } from './cpu.js';
 import { addCleanup, benchFile, freePort, log, sleep, start, type Proc } from './procs.js';
 import { connectSubscribers } from './subscribers.js';
+import { freePortRange } from '../support/ports.js';
 
 export const BACKENDS = ['embedded', 'dynalite', 'etcd'] as const;
 export type Backend = (typeof BACKENDS)[number];
@@ -564,24 +565,6 @@ function rounded(value: unknown): unknown {
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** `count` consecutive free ports, away from the defaults (7070, 8081...). */
-async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 10_000);
-    const free = await Promise.all(Array.from({ length: count }, (_, i) => portFree(base + i)));
-    if (free.every(Boolean)) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
 }
 
 async function waitForPort(port: number, proc: Proc): Promise<void> {

@@ -5,11 +5,11 @@
  * publisher just before sending (same machine clock, fractional ms).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { busyCores, cpuSeconds, cpuTimes, describeCpus, waitQuiet } from './cpu.js';
 import { benchFile, freePort, log, sleep, start, type Proc } from './procs.js';
 import { connectSubscribers } from './subscribers.js';
+import { freePortRange } from '../support/ports.js';
 
 export interface LatencyOptions {
   tmp: string;
@@ -43,24 +43,6 @@ export interface LatencyResult {
 }
 
 const CHANNEL = 'latency';
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** `count` consecutive free ports below the ephemeral range, away from the defaults (8081...). */
-async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 10_000);
-    const free = await Promise.all(Array.from({ length: count }, (_, i) => portFree(base + i)));
-    if (free.every(Boolean)) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports found`);
-}
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;

@@ -7,7 +7,6 @@
  * while an etcd follower and then the etcd leader are killed; SIGTERM stops everything.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +14,7 @@ import { EtcdStore } from '../../shared/store/EtcdStore.js';
 import type { ClusterStatus } from '../../workers/control/ControlServer.js';
 import { READY_LINE, runCli } from '../support/cluster.js';
 import { EtcdCluster } from '../support/etcd.js';
+import { freePortRange } from '../support/ports.js';
 import {
   childPids,
   dist,
@@ -37,24 +37,6 @@ const tailLines = (tail: Spawned): TailLine[] =>
     .split('\n')
     .filter(Boolean)
     .map((line) => JSON.parse(line) as TailLine);
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** `count` consecutive free ports (gateways, then orchestrators, then control). */
-async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 30_000 + Math.floor(Math.random() * 20_000);
-    const free = await Promise.all(Array.from({ length: count }, (_, i) => portFree(base + i)));
-    if (free.every(Boolean)) return base;
-  }
-  throw new Error(`no ${count} consecutive free ports`);
-}
 
 describe('self-hosted: streamheal start on a 3-member etcd cluster', () => {
   let etcd: EtcdCluster;
@@ -118,7 +100,7 @@ describe('self-hosted: streamheal start on a 3-member etcd cluster', () => {
   beforeAll(async () => {
     etcd = await EtcdCluster.start({ size: 3 });
     dir = mkdtempSync(join(tmpdir(), 'streamheal-selfhosted-'));
-    portBase = await freePortRange(6);
+    portBase = await freePortRange(6, 30_000, 20_000);
     env = { STREAMHEAL_CLUSTER_FILE: join(dir, 'cluster.json'), STREAMHEAL_LOG_LEVEL: 'info' };
     cluster = spawnNode(
       dist('workers/cli/main.js'),
