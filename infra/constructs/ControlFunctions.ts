@@ -17,7 +17,7 @@
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import { Construct } from 'constructs';
-import { ControlFunctionNames, type ControlFunctionName, type GatewayPorts } from '../defaults.js';
+import { ControlFunctionNames, type ControlFunctionName } from '../defaults.js';
 import { ControlFunction, type ControlFunctionOptions } from './ControlFunction.js';
 import type { TokenKeys } from './TokenKeys.js';
 import type { Wiring } from './wiring.js';
@@ -26,7 +26,6 @@ export interface ControlFunctionsProps {
   readonly vpc: ec2.IVpc;
   /** The group allowed on the gateways' control port. */
   readonly securityGroup: ec2.ISecurityGroup;
-  readonly ports: GatewayPorts;
   readonly store: Wiring;
   readonly bus: Wiring;
   readonly keys: TokenKeys;
@@ -67,7 +66,6 @@ export class ControlFunctions extends Construct {
     for (const fn of [decide, nodeLost]) {
       fn.addEnvironment(props.bus.environment);
       props.bus.grant(fn.function);
-      fn.addEnvironment({ STREAMHEAL_GATEWAY_CONTROL_PORT: String(props.ports.control) });
     }
     for (const fn of [decide, nodeLost, tokens]) {
       fn.addEnvironment(props.keys.grantKeyRingRead(fn.function));

@@ -169,7 +169,6 @@ export class GatewayService extends Construct {
       STREAMHEAL_HOST: '0.0.0.0',
       STREAMHEAL_PORT: String(ports.http),
       STREAMHEAL_CONTROL_PORT: String(ports.control),
-      STREAMHEAL_PUBLIC_URL: this.publicUrl,
       STREAMHEAL_DRAIN_MS: String(drain.drainTimeout.toMilliseconds()),
       STREAMHEAL_LOG_LEVEL: 'info',
       OTEL_SERVICE_NAME: 'streamheal-gateway',

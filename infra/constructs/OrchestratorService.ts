@@ -12,12 +12,7 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
-import {
-  gatewayDefaults,
-  orchestratorDefaults,
-  type CpuArchitectureName,
-  type GatewayPorts,
-} from '../defaults.js';
+import { gatewayDefaults, orchestratorDefaults, type CpuArchitectureName } from '../defaults.js';
 import { acknowledge } from '../nag.js';
 import { logRetention } from './logRetention.js';
 import type { Wiring } from './wiring.js';
@@ -45,7 +40,6 @@ export interface OrchestratorServiceProps extends OrchestratorOptions {
   readonly securityGroup: ec2.ISecurityGroup;
   readonly image: ecs.ContainerImage;
   readonly cpuArchitecture: CpuArchitectureName;
-  readonly ports: GatewayPorts;
   /** Store and bus (etcd) plus the EventBridge bus decisions are forwarded to. */
   readonly wiring: Wiring;
   readonly keyRing: secretsmanager.ISecret;
@@ -83,7 +77,6 @@ export class OrchestratorService extends Construct {
       environment: {
         STREAMHEAL_HOST: '127.0.0.1',
         STREAMHEAL_PORT: String(ORCHESTRATOR_STATUS_PORT),
-        STREAMHEAL_GATEWAY_CONTROL_PORT: String(props.ports.control),
         STREAMHEAL_LOG_LEVEL: 'info',
         OTEL_SERVICE_NAME: 'streamheal-orchestrator',
         ...props.wiring.environment,

@@ -59,7 +59,6 @@ export class ControlStack extends Stack {
       this.functions = new ControlFunctions(this, 'Functions', {
         vpc: network.vpc,
         securityGroup: network.controlSecurityGroup,
-        ports: network.ports,
         store: state.storeWiring,
         bus: state.bus.wiring,
         keys: gateways.keys,
@@ -91,7 +90,6 @@ export class ControlStack extends Stack {
         securityGroup: network.controlSecurityGroup,
         image: props.image,
         cpuArchitecture: props.cpuArchitecture,
-        ports: network.ports,
         // The etcd store and bus; the EventBridge bus only to forward decisions to alerting.
         wiring: combine(state.bus.wiring, state.storeWiring),
         keyRing: gateways.keys.keyRing,

@@ -15,7 +15,6 @@ import { KEY_RING_ARN_ENV } from '../../../infra/constructs/TokenKeys.js';
 import {
   ControlFunctionNames,
   controlFunctionDefaults,
-  gatewayPorts,
   type ControlFunctionName,
 } from '../../../infra/defaults.js';
 import { verifyRedirectToken } from '../../../shared/redirectTokens.js';
@@ -138,7 +137,6 @@ describe('ControlFunctions', () => {
     }
     for (const name of ['decide', 'nodeLost'] as const) {
       expect(env(name)[EVENT_BUS_ENV], name).toBeDefined();
-      expect(env(name).STREAMHEAL_GATEWAY_CONTROL_PORT, name).toBe(String(gatewayPorts().control));
     }
     for (const name of ['decide', 'nodeLost', 'tokens'] as const) {
       expect(typeof env(name)[KEY_RING_ARN_ENV], name).toBe('object');

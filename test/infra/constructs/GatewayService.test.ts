@@ -109,8 +109,8 @@ describe('GatewayService', () => {
         Port: 443,
         Certificates: [{ CertificateArn: arn }],
       });
-    const [gateway] = containers(tls).filter((c) => c.Name === GATEWAY_CONTAINER);
-    expect(JSON.stringify(env(gateway!).STREAMHEAL_PUBLIC_URL)).toContain('https://');
+    const outputs = tls.template(tls.stacks.gateways).findOutputs('Url');
+    expect(JSON.stringify(Object.values(outputs)[0]!.Value)).toContain('https://');
   });
 
   it('scales on CPU and on connections per task (active flows / healthy targets)', () => {
