@@ -37,8 +37,9 @@ import {
   type HealthCheckDefaults,
 } from '../defaults.js';
 import { REPO_ROOT } from '../paths.js';
-import { acknowledge } from '../nag.js';
 import { logRetention } from './logRetention.js';
+import { acknowledgeTaskDefinition, healthzCheck } from './nodeTask.js';
+import { acknowledge } from '../nag.js';
 import { collectorConfig, COLLECTOR_OTLP_HTTP } from './otelCollector.js';
 import type { Wiring } from './wiring.js';
 
@@ -189,33 +190,14 @@ export class GatewayService extends Construct {
         { name: 'control', containerPort: ports.control, protocol: ecs.Protocol.TCP },
       ],
       stopTimeout: drain.stopTimeout,
-      healthCheck: {
-        // The image has no curl: Node's fetch asks /healthz (liveness; /readyz is the NLB's).
-        command: [
-          'CMD',
-          'node',
-          '-e',
-          `fetch('http://127.0.0.1:${ports.http}/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))`,
-        ],
-        interval: Duration.seconds(10),
-        timeout: Duration.seconds(3),
-        retries: 3,
-        startPeriod: Duration.seconds(15),
-      },
+      healthCheck: healthzCheck(ports.http),
       linuxParameters: new ecs.LinuxParameters(this, 'Linux', { initProcessEnabled: true }),
       ulimits: [{ name: ecs.UlimitName.NOFILE, softLimit: 65_535, hardLimit: 65_535 }],
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: 'gateway' }),
     });
     props.wiring.grant(this.taskDefinition.taskRole);
-    acknowledge(
-      this.taskDefinition.obtainExecutionRole(),
-      'AwsSolutions-IAM5[Resource::*]',
-      'ecr:GetAuthorizationToken has no resource-level permissions; the image pulls themselves ' +
-        '(BatchGetImage, GetDownloadUrlForLayer) name the image repository.',
-    );
-    acknowledge(
+    acknowledgeTaskDefinition(
       this.taskDefinition,
-      'AwsSolutions-ECS2',
       'Plain configuration only (ports, table and bus names, limits); the key ring and the ' +
         'publish key are injected from Secrets Manager through `secrets`.',
     );

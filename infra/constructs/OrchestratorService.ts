@@ -13,8 +13,8 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import { gatewayDefaults, orchestratorDefaults, type CpuArchitectureName } from '../defaults.js';
-import { acknowledge } from '../nag.js';
 import { logRetention } from './logRetention.js';
+import { acknowledgeTaskDefinition, healthzCheck } from './nodeTask.js';
 import type { Wiring } from './wiring.js';
 
 /** The orchestrator's entry in the image (compiled from workers/orchestrator/main.ts). */
@@ -84,31 +84,13 @@ export class OrchestratorService extends Construct {
       secrets: { STREAMHEAL_CLUSTER_SECRET: ecs.Secret.fromSecretsManager(props.keyRing) },
       // SIGTERM resigns the leadership at once; a standby takes over.
       stopTimeout: Duration.seconds(30),
-      healthCheck: {
-        command: [
-          'CMD',
-          'node',
-          '-e',
-          `fetch('http://127.0.0.1:${ORCHESTRATOR_STATUS_PORT}/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))`,
-        ],
-        interval: Duration.seconds(10),
-        timeout: Duration.seconds(3),
-        retries: 3,
-        startPeriod: Duration.seconds(15),
-      },
+      healthCheck: healthzCheck(ORCHESTRATOR_STATUS_PORT),
       linuxParameters: new ecs.LinuxParameters(this, 'Linux', { initProcessEnabled: true }),
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: 'orchestrator' }),
     });
     props.wiring.grant(this.taskDefinition.taskRole);
-    acknowledge(
-      this.taskDefinition.obtainExecutionRole(),
-      'AwsSolutions-IAM5[Resource::*]',
-      'ecr:GetAuthorizationToken has no resource-level permissions; the image pulls themselves ' +
-        '(BatchGetImage, GetDownloadUrlForLayer) name the image repository.',
-    );
-    acknowledge(
+    acknowledgeTaskDefinition(
       this.taskDefinition,
-      'AwsSolutions-ECS2',
       'Plain configuration only (etcd endpoints, bus and topic names, ports); the key ring is ' +
         'injected from Secrets Manager through `secrets`.',
     );
