@@ -186,24 +186,24 @@ export class Detection {
   }
 
   track(session: WsSession, socket: Socket): void {
-    if (session.peer !== undefined) this.sweeper?.register(session.peer, socket);
+    this.sweeper?.register(session.peer, socket);
   }
 
   /** The session closed; `abnormal` when it went without a closing handshake. */
   untrack(session: WsSession, abnormal: boolean): void {
     if (abnormal) this.noteAbnormalClose();
-    if (session.peer === undefined) return;
     this.sweeper?.unregister(session.peer);
   }
 
   private kernelFacts(session: WsSession) {
-    if (!this.sweeper || session.peer === undefined) return undefined;
-    const sample = this.sweeper.sample(session.peer);
+    if (!this.sweeper) return undefined;
+    const peer = session.peer; // built from the socket on each read: once here
+    const sample = this.sweeper.sample(peer);
     if (!sample) return undefined;
     return {
       notSentBytes: sample.notsentBytes,
       lost: sample.lost,
-      retransmitsDelta: this.retransmits.get(session.peer) ?? 0,
+      retransmitsDelta: this.retransmits.get(peer) ?? 0,
     };
   }
 

@@ -44,7 +44,7 @@ export interface SessionDegradedInfo {
   node: string;
   session: string;
   /** Peer address `host:port`. */
-  peer?: string;
+  peer: string;
   /** Consecutive pings left without a pong. */
   misses: number;
   /** Milliseconds since the client last proved alive (pong or any other frame). */
@@ -58,7 +58,7 @@ export interface SessionDegradedInfo {
 /** One session's heartbeat figures (for scoring and tests). */
 export interface SessionHeartbeat {
   session: string;
-  peer?: string;
+  peer: string;
   misses: number;
   lastRttMs: number;
   srttMs: number;
@@ -206,7 +206,7 @@ export class HeartbeatSweep {
       const row = session.heartbeatRow;
       out.push({
         session: session.id,
-        ...(session.peer === undefined ? {} : { peer: session.peer }),
+        peer: session.peer,
         misses: table.misses(row),
         lastRttMs: table.lastRttMs(row),
         srttMs: table.srttMs(row),
@@ -295,7 +295,7 @@ export class HeartbeatSweep {
     const info: SessionDegradedInfo = {
       node: this.nodeId,
       session: session.id,
-      ...(session.peer === undefined ? {} : { peer: session.peer }),
+      peer: session.peer,
       misses: table.misses(row),
       silentMs: now - table.lastHeard(row),
       srttMs: table.srttMs(row),
