@@ -59,6 +59,8 @@ export class WsSession implements SubscriptionSink {
   heartbeatRow = -1;
   /** The gateway's heartbeat sweep lane holding this session; -1: none. */
   lane = -1;
+  /** The session socket's slot in the gateway's kernel sweeper; -1: not swept. */
+  kernelSlot = -1;
   /**
    * Nothing is written while the client's socket is over the high-water mark: its backlog
    * stays in the store's history and is caught up on resume (seed 3.2's bounded queue).
