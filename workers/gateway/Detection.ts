@@ -64,9 +64,12 @@ export class Detection {
   private canaryMisses = 0;
   /** Times of abnormal closes (flash cuts, dead peers) in the last minute: the FIN/RST input. */
   private readonly closes: number[] = [];
-  /** Retransmissions per connection in the last sweep, and those of the sweep in progress. */
-  private retransmits = new Map<string, number>();
-  private sweeping = new Map<string, number>();
+  /**
+   * Retransmissions per connection (by sweeper slot) in the last sweep, and those of the sweep
+   * in progress; only connections that retransmitted have an entry.
+   */
+  private retransmits = new Map<number, number>();
+  private sweeping = new Map<number, number>();
 
   constructor(
     private readonly context: DetectionContext,
@@ -129,7 +132,7 @@ export class Detection {
         intervalMs: sweepMs,
         probes: this.probes,
         onDelta: (delta) => {
-          if (delta.totalRetransDelta > 0) this.sweeping.set(delta.key, delta.totalRetransDelta);
+          if (delta.totalRetransDelta > 0) this.sweeping.set(delta.slot, delta.totalRetransDelta);
         },
         onSweep: () => {
           this.retransmits = this.sweeping;
@@ -186,24 +189,25 @@ export class Detection {
   }
 
   track(session: WsSession, socket: Socket): void {
-    this.sweeper?.register(session.peer, socket);
+    if (this.sweeper) session.kernelSlot = this.sweeper.register(session.peer, socket);
   }
 
   /** The session closed; `abnormal` when it went without a closing handshake. */
   untrack(session: WsSession, abnormal: boolean): void {
     if (abnormal) this.noteAbnormalClose();
-    this.sweeper?.unregister(session.peer);
+    if (session.kernelSlot >= 0) this.sweeper?.unregister(session.kernelSlot);
+    session.kernelSlot = -1;
   }
 
   private kernelFacts(session: WsSession) {
-    if (!this.sweeper) return undefined;
-    const peer = session.peer; // built from the socket on each read: once here
-    const sample = this.sweeper.sample(peer);
-    if (!sample) return undefined;
+    const slot = session.kernelSlot;
+    if (!this.sweeper || slot < 0) return undefined;
+    const notSentBytes = this.sweeper.reading(slot, 'notsentBytes');
+    if (notSentBytes === null) return undefined;
     return {
-      notSentBytes: sample.notsentBytes,
-      lost: sample.lost,
-      retransmitsDelta: this.retransmits.get(peer) ?? 0,
+      notSentBytes,
+      lost: this.sweeper.reading(slot, 'lost')!,
+      retransmitsDelta: this.retransmits.get(slot) ?? 0,
     };
   }
 

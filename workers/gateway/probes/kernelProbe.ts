@@ -437,6 +437,7 @@ export interface ConnectionSample extends TcpInfo {
 
 export interface ConnectionDelta {
   key: string;
+  slot: number;
   previous: ConnectionSample;
   current: ConnectionSample;
   stateChanged: boolean;
@@ -449,6 +450,7 @@ export interface ConnectionDelta {
 
 export interface FlashCutEvent {
   key: string;
+  slot: number;
   /** The kernel state that revealed it; null when the socket vanished and its state is unknown. */
   state: number | null;
   stateName: string;
@@ -493,17 +495,6 @@ export interface KernelSweeperOptions {
   onError?: (error: Error) => void;
 }
 
-interface Tracked {
-  key: string;
-  socket: Socket;
-  slot: number;
-  appError: boolean;
-  appClosed: boolean;
-  peerEnded: boolean;
-  flashCut: boolean;
-  detach: () => void;
-}
-
 // Per-registration state lives in typed arrays indexed by slot, so a sweep over 10,000 rows
 // touches a few compact arrays instead of 10,000 scattered objects (it stays well under 1 ms).
 // The sample columns, SAMPLE_STRIDE per slot in a Float64Array:
@@ -523,6 +514,9 @@ const S_INQ = 12;
 const S_AT = 13;
 /** 0: no sample yet, 1: netlink, 2: getsockopt. */
 const S_SOURCE = 14;
+/** Bits of a slot's `flags`. */
+const APP_ERROR = 1;
+const FLASH_CUT = 2;
 const SAMPLE_STRIDE = 15;
 /** Rows matched per event-loop turn. */
 const SLICE_ROWS = 1024;
@@ -560,12 +554,17 @@ class Slots {
   inode = new Uint32Array(0);
   seen = new Int32Array(0);
   registeredSeq = new Int32Array(0);
+  /** APP_ERROR | FLASH_CUT. */
+  flags = new Uint8Array(0);
   sample = new Float64Array(0);
 
   grow(min: number): void {
     if (min <= this.capacity) return;
     const cap = Math.max(min, this.capacity * 2, 64);
-    const copy = <T extends Int32Array | Uint32Array | Float64Array>(old: T, per = 1): T => {
+    const copy = <T extends Uint8Array | Int32Array | Uint32Array | Float64Array>(
+      old: T,
+      per = 1,
+    ): T => {
       const next = new (old.constructor as new (n: number) => T)(cap * per);
       next.set(old);
       return next;
@@ -580,6 +579,7 @@ class Slots {
     this.inode = copy(this.inode);
     this.seen = copy(this.seen);
     this.registeredSeq = copy(this.registeredSeq);
+    this.flags = copy(this.flags);
     this.sample = copy(this.sample, SAMPLE_STRIDE);
     this.capacity = cap;
   }
@@ -614,8 +614,10 @@ export class KernelSweeper {
   readonly intervalMs: number;
   private mode: 'netlink' | 'getsockopt';
   private readonly auto: boolean;
-  private readonly tracked = new Map<string, Tracked>();
-  private readonly bySlot: Array<Tracked | undefined> = [];
+  /** Per slot: the registered socket (undefined: free) and the key its events carry. */
+  private readonly sockets: Array<Socket | undefined> = [];
+  private readonly keys: string[] = [];
+  private registered = 0;
   private readonly freeSlots: number[] = [];
   private highWater = 0;
   private readonly slots = new Slots();
@@ -650,12 +652,16 @@ export class KernelSweeper {
   }
 
   get size(): number {
-    return this.tracked.size;
+    return this.registered;
   }
 
-  /** Watches `socket` under `key` (replacing an earlier registration of the key). */
-  register(key: string, socket: Socket): void {
-    this.unregister(key);
+  /**
+   * Watches `socket`; its events carry `key`. Returns the registration's slot, which the caller
+   * passes back to `unregister` when the connection closes (nothing else releases it), and
+   * to `sample` and `reading`. A registration holds no listener or closure: what Node knows
+   * of the socket (destroyed, errored, the peer's FIN read) is read from it when needed.
+   */
+  register(key: string, socket: Socket): number {
     const slot = this.freeSlots.pop() ?? this.highWater++;
     this.slots.grow(slot + 1);
     const s = this.slots;
@@ -664,61 +670,45 @@ export class KernelSweeper {
     s.inode[slot] = 0;
     s.seen[slot] = -1;
     s.registeredSeq[slot] = this.seq;
+    s.flags[slot] = 0;
     s.sample.fill(0, slot * SAMPLE_STRIDE, (slot + 1) * SAMPLE_STRIDE);
-    const t: Tracked = {
-      key,
-      socket,
-      slot,
-      appError: false,
-      appClosed: false,
-      peerEnded: false,
-      flashCut: false,
-      detach: () => {},
-    };
-    const onError = () => {
-      t.appError = true;
-    };
-    const onEnd = () => {
-      t.peerEnded = true;
-    };
-    const onClose = () => {
-      t.appClosed = true;
-      if (this.tracked.get(key) === t) this.unregister(key);
-    };
-    socket.on('error', onError);
-    socket.once('end', onEnd);
-    socket.once('close', onClose);
-    t.detach = () => {
-      socket.off('error', onError);
-      socket.off('end', onEnd);
-      socket.off('close', onClose);
-    };
-    this.tracked.set(key, t);
-    this.bySlot[slot] = t;
+    this.sockets[slot] = socket;
+    this.keys[slot] = key;
+    this.registered++;
     this.link(slot);
-    if (socket.destroyed) onClose();
+    return slot;
   }
 
-  unregister(key: string): void {
-    const t = this.tracked.get(key);
-    if (!t) return;
-    this.tracked.delete(key);
-    this.unlink(t.slot);
-    this.bySlot[t.slot] = undefined;
-    this.freeSlots.push(t.slot);
-    t.detach();
+  /** Forgets a registration (a slot that is not registered is ignored). */
+  unregister(slot: number): void {
+    if (this.sockets[slot] === undefined) return;
+    this.unlink(slot);
+    this.sockets[slot] = undefined;
+    this.keys[slot] = '';
+    this.registered--;
+    this.freeSlots.push(slot);
   }
 
   /** Tells the sweeper the application saw a failure of this connection (no flash cut then). */
-  noteAppError(key: string): void {
-    const t = this.tracked.get(key);
-    if (t) t.appError = true;
+  noteAppError(slot: number): void {
+    if (this.sockets[slot] !== undefined) this.slots.flags[slot]! |= APP_ERROR;
   }
 
-  /** The latest kernel sample of a connection; null when unknown. */
-  sample(key: string): ConnectionSample | null {
-    const t = this.tracked.get(key);
-    return t ? this.sampleOf(t.slot) : null;
+  /** The latest kernel sample of a registration; null when unknown. */
+  sample(slot: number): ConnectionSample | null {
+    return this.sockets[slot] === undefined ? null : this.sampleOf(slot);
+  }
+
+  /**
+   * One figure of a registration's latest sample, without building the whole sample (the fast
+   * path reads these for every connection on every tick); null when unknown.
+   */
+  reading(slot: number, figure: 'notsentBytes' | 'lost'): number | null {
+    if (this.sockets[slot] === undefined) return null;
+    const o = slot * SAMPLE_STRIDE;
+    const x = this.slots.sample;
+    if (!x[o + S_SOURCE]) return null;
+    return x[o + (figure === 'lost' ? S_LOST : S_NOTSENT)]!;
   }
 
   /** Starts sweeping every `intervalMs` (timers are unref'd). No-op when unavailable. */
@@ -738,7 +728,7 @@ export class KernelSweeper {
   /** Stops and forgets every registration. */
   close(): void {
     this.stop();
-    for (const key of [...this.tracked.keys()]) this.unregister(key);
+    for (let slot = 0; slot < this.highWater; slot++) this.unregister(slot);
   }
 
   /**
@@ -757,7 +747,7 @@ export class KernelSweeper {
   private link(slot: number): void {
     const s = this.slots;
     if (s.family[slot] !== 0) return;
-    const socket = this.bySlot[slot]!.socket;
+    const socket = this.sockets[slot]!;
     const remote = parseEndpoint(socket.remoteAddress, socket.remotePort);
     if (remote === null) return;
     s.family[slot] = remote.family;
@@ -930,23 +920,23 @@ export class KernelSweeper {
     let probed = 0;
     for (let slot = 0; slot < highWater; slot++) {
       if (seen[slot] === seq) continue;
-      const t = this.bySlot[slot];
-      if (t === undefined) continue;
+      const socket = this.sockets[slot];
+      if (socket === undefined) continue;
       if (probed > 0 && probed % SLICE_SOCKETS === 0) {
         endSlice();
         await new Promise((resolve) => setImmediate(resolve));
         sliceStart = performance.now();
         refresh();
-        if (seen[slot] === seq || this.bySlot[slot] !== t) continue;
+        if (seen[slot] === seq || this.sockets[slot] !== socket) continue;
       }
       if (family[slot] === 0) this.link(slot);
       // Per socket: the fallback mode, sockets without a usable address, and sockets missing
       // from the dump (registered before it started), to tell CLOSE from "another socket".
       const missing = raw !== null && s.registeredSeq[slot]! < seq;
       if (raw !== null && !missing && family[slot] !== 0) continue;
-      if (t.appClosed || t.socket.destroyed) continue;
+      if (socket.destroyed) continue;
       probed++;
-      const info = this.probes.tcpInfo(fdOf(t.socket));
+      const info = this.probes.tcpInfo(fdOf(socket));
       const o = slot * SAMPLE_STRIDE;
       if (info) {
         matched++;
@@ -969,14 +959,15 @@ export class KernelSweeper {
         sample[o + S_SOURCE] = 2;
         this.changed(slot, previous, now, missing);
         refresh();
-      } else if (missing && !t.flashCut && !t.appError && !t.appClosed) {
-        t.flashCut = true;
+      } else if (missing && this.unnoticedCut(slot)) {
+        s.flags[slot]! |= FLASH_CUT;
         this.emit(this.options.onFlashCut, {
-          key: t.key,
+          key: this.keys[slot]!,
+          slot,
           state: null,
           stateName: 'UNKNOWN',
           vanished: true,
-          peerEnded: t.peerEnded,
+          peerEnded: socket.readableEnded,
           last: this.sampleOf(slot),
           at: now,
         });
@@ -987,7 +978,7 @@ export class KernelSweeper {
       seq,
       mode: raw ? 'netlink' : 'getsockopt',
       rows: raw?.count ?? 0,
-      registered: this.tracked.size,
+      registered: this.registered,
       matched,
       wallMs: raw ? wallMs : 0,
       dumpMs: raw ? raw.dumpUs / 1000 : 0,
@@ -1005,7 +996,6 @@ export class KernelSweeper {
     now: number,
     vanished: boolean,
   ): void {
-    const t = this.bySlot[slot]!;
     const current = this.sampleOf(slot)!;
     if (
       previous &&
@@ -1016,7 +1006,8 @@ export class KernelSweeper {
         current.lost > previous.lost)
     ) {
       this.emit(this.options.onDelta, {
-        key: t.key,
+        key: this.keys[slot]!,
+        slot,
         previous,
         current,
         stateChanged: current.state !== previous.state,
@@ -1026,18 +1017,32 @@ export class KernelSweeper {
         lostDelta: Math.max(0, current.lost - previous.lost),
       });
     }
-    if (isCut(current.state) && !t.flashCut && !t.appError && !t.appClosed) {
-      t.flashCut = true;
+    if (isCut(current.state) && this.unnoticedCut(slot)) {
+      this.slots.flags[slot]! |= FLASH_CUT;
       this.emit(this.options.onFlashCut, {
-        key: t.key,
+        key: this.keys[slot]!,
+        slot,
         state: current.state,
         stateName: current.stateName,
         vanished,
-        peerEnded: t.peerEnded,
+        peerEnded: this.sockets[slot]!.readableEnded,
         last: previous,
         at: now,
       });
     }
+  }
+
+  /**
+   * A flash cut is one the application has not seen: not reported yet, and no error or close
+   * of the socket (noted by the application or known to Node).
+   */
+  private unnoticedCut(slot: number): boolean {
+    const socket = this.sockets[slot]!;
+    return (
+      (this.slots.flags[slot]! & (APP_ERROR | FLASH_CUT)) === 0 &&
+      !socket.destroyed &&
+      !socket.errored
+    );
   }
 
   private sampleOf(slot: number): ConnectionSample | null {

@@ -250,9 +250,9 @@ describe('kernel probes: loading', () => {
     sweeper.start();
     const ts = await listen();
     const [, server] = await pair(ts);
-    sweeper.register('c', server);
+    const slot = sweeper.register('c', server);
     await expect(sweeper.sweepOnce()).resolves.toBeNull();
-    expect(sweeper.sample('c')).toBeNull();
+    expect(sweeper.sample(slot)).toBeNull();
   });
 });
 
@@ -371,12 +371,12 @@ describe('kernel probes: sweep', () => {
     const [, s4] = await pair(ts, '127.0.0.1');
     const [, s6] = await pair(ts, '::1');
     const { sweeper, cuts } = track({ port: ts.port });
-    sweeper.register('v4', s4);
-    sweeper.register('v6', s6);
+    const v4 = sweeper.register('v4', s4);
+    const v6 = sweeper.register('v6', s6);
     const stats = (await sweeper.sweepOnce())!;
     expect(stats).toMatchObject({ mode: 'netlink', rows: 2, registered: 2, matched: 2 });
-    expect(sweeper.sample('v4')).toMatchObject({ state: 1, source: 'netlink' });
-    expect(sweeper.sample('v6')).toMatchObject({ state: 1, source: 'netlink' });
+    expect(sweeper.sample(v4)).toMatchObject({ state: 1, source: 'netlink' });
+    expect(sweeper.sample(v6)).toMatchObject({ state: 1, source: 'netlink' });
     expect(cuts).toEqual([]);
   });
 });
@@ -389,10 +389,10 @@ describe('kernel probes: flash cuts', () => {
     const { child, localPort } = await clientProcess(ts.port);
     const server = await ts.peerOf(localPort);
     const { sweeper, cuts, deltas } = track({ port: ts.port });
-    sweeper.register('victim', server);
+    const slot = sweeper.register('victim', server);
     sweeper.start();
-    await until(() => sweeper.sample('victim'), 2_000, 'a first sample');
-    expect(sweeper.sample('victim')!.state).toBe(TcpState.ESTABLISHED);
+    await until(() => sweeper.sample(slot), 2_000, 'a first sample');
+    expect(sweeper.sample(slot)!.state).toBe(TcpState.ESTABLISHED);
 
     const killedAt = performance.now();
     await killHard(child);
@@ -420,9 +420,9 @@ describe('kernel probes: flash cuts', () => {
     server.write('unread by the client');
     await until(() => probes.tcpInfo(fdOf(server))?.outq === 0, 2_000, 'the data to be acked');
     const { sweeper, cuts } = track({ port: ts.port, intervalMs: 200 });
-    sweeper.register('victim', server);
+    const slot = sweeper.register('victim', server);
     sweeper.start();
-    await until(() => sweeper.sample('victim'), 2_000, 'a first sample');
+    await until(() => sweeper.sample(slot), 2_000, 'a first sample');
 
     const killedAt = performance.now();
     await killHard(child);
@@ -443,15 +443,14 @@ describe('kernel probes: flash cuts', () => {
     const { child, localPort } = await clientProcess(ts.port);
     const server = await ts.peerOf(localPort);
     const { sweeper, cuts } = track({ port: ts.port, intervalMs: 100 });
-    sweeper.register('graceful', server);
+    const slot = sweeper.register('graceful', server);
     sweeper.start();
-    await until(() => sweeper.sample('graceful'), 2_000, 'a first sample');
+    await until(() => sweeper.sample(slot), 2_000, 'a first sample');
     const closed = new Promise((resolve) => server.once('close', resolve));
     await killHard(child);
     await closed;
     await sleep(400);
     expect(cuts).toEqual([]);
-    expect(sweeper.size).toBe(0); // unregistered itself on 'close'
   });
 
   it('the per-socket getsockopt fallback sees the flash cut too (auto mode, dump refused)', async () => {
@@ -467,10 +466,10 @@ describe('kernel probes: flash cuts', () => {
     const { child, localPort } = await clientProcess(ts.port);
     const server = await ts.peerOf(localPort);
     const { sweeper, cuts, errors } = track({ port: ts.port, probes: refusing, intervalMs: 100 });
-    sweeper.register('victim', server);
+    const slot = sweeper.register('victim', server);
     sweeper.start();
-    await until(() => sweeper.sample('victim'), 2_000, 'a first sample');
-    expect(sweeper.sample('victim')!.source).toBe('getsockopt');
+    await until(() => sweeper.sample(slot), 2_000, 'a first sample');
+    expect(sweeper.sample(slot)!.source).toBe('getsockopt');
     await killHard(child);
     await until(() => cuts.length > 0, 2_000, 'a flash cut');
     expect(cuts[0]).toMatchObject({ key: 'victim', state: TcpState.CLOSE_WAIT });
@@ -491,10 +490,10 @@ describe('kernel probes: a silently cut path (nftables)', () => {
     expect(probes.setUserTimeout(fdOf(server), 1000)).toBe(true);
 
     const { sweeper, cuts, deltas } = track({ port: ts.port, intervalMs: 100 });
-    sweeper.register('cut', server);
+    const slot = sweeper.register('cut', server);
     sweeper.start();
-    await until(() => sweeper.sample('cut'), 2_000, 'a first sample');
-    expect(sweeper.sample('cut')).toMatchObject({ unacked: 0, totalRetrans: 0 });
+    await until(() => sweeper.sample(slot), 2_000, 'a first sample');
+    expect(sweeper.sample(slot)).toMatchObject({ unacked: 0, totalRetrans: 0 });
 
     dropInputTo(client.localPort!);
     const serverError = new Promise<{ error: NodeJS.ErrnoException; t: number }>((resolve) =>
@@ -521,8 +520,12 @@ describe('kernel probes: a silently cut path (nftables)', () => {
     expect(grew.every((d) => d.current.state === TcpState.ESTABLISHED)).toBe(true);
     expect(grew.at(-1)!.current.unacked).toBeGreaterThan(0);
     expect(grew.at(-1)!.current.totalRetrans).toBeGreaterThanOrEqual(2);
-    // Node closes the socket after the error, and the sweeper forgets it by itself.
-    await until(() => sweeper.size === 0, 1_000, 'the sweeper to drop the closed socket');
-    expect(cuts.length).toBeLessThanOrEqual(1);
+    // Node closes the socket after the error: no flash cut is reported after that (one may
+    // have been, if a sweep saw the kernel's CLOSE before Node read the error).
+    const cutsAtError = cuts.length;
+    expect(cutsAtError).toBeLessThanOrEqual(1);
+    if (!server.closed) await new Promise((resolve) => server.once('close', resolve));
+    await sweeper.sweepOnce();
+    expect(cuts.length).toBe(cutsAtError);
   });
 });

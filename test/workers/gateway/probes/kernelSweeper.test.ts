@@ -4,7 +4,6 @@
  * cuts by state and by disappearance, registrations changing mid-sweep. The real-socket
  * behaviour is in kernelProbe.test.ts.
  */
-import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -97,14 +96,27 @@ class FakeKernel {
   }
 }
 
-function fakeSocket(c: FakeConn): Socket {
-  return Object.assign(new EventEmitter(), {
+/** What the sweeper reads of a socket; tests change these as Node would. */
+interface FakeSocket {
+  remoteAddress: string | undefined;
+  remotePort: number | undefined;
+  destroyed: boolean;
+  errored: Error | null;
+  readableEnded: boolean;
+  _handle: { fd: number };
+}
+
+function fakeSocket(c: FakeConn): FakeSocket {
+  return {
     remoteAddress: c.address,
     remotePort: c.port,
     destroyed: false,
+    errored: null,
+    readableEnded: false,
     _handle: { fd: c.fd },
-  }) as unknown as Socket;
+  };
 }
+const asSocket = (fake: FakeSocket) => fake as unknown as Socket;
 
 const sweepers: KernelSweeper[] = [];
 afterEach(() => {
@@ -134,8 +146,8 @@ function setup(count: number) {
   });
   sweepers.push(sweeper);
   const sockets = kernel.conns.map(fakeSocket);
-  sockets.forEach((s, i) => sweeper.register(`k${i}`, s));
-  return { kernel, sweeper, sockets, deltas, cuts };
+  const slots = sockets.map((s, i) => sweeper.register(`k${i}`, asSocket(s)));
+  return { kernel, sweeper, sockets, slots, deltas, cuts };
 }
 
 describe('KernelSweeper bookkeeping', () => {
@@ -166,7 +178,7 @@ describe('KernelSweeper bookkeeping', () => {
   });
 
   it('matches 9,000 rows in random order to their registrations, across slices', async () => {
-    const { sweeper, deltas, cuts } = setup(9_000);
+    const { sweeper, slots, deltas, cuts } = setup(9_000);
     const stats = (await sweeper.sweepOnce())!;
     expect(stats).toMatchObject({
       mode: 'netlink',
@@ -176,7 +188,7 @@ describe('KernelSweeper bookkeeping', () => {
     });
     expect(stats.maxSliceMs).toBeLessThanOrEqual(stats.mainMs);
     for (const i of [0, 1, 2, 4_444, 8_999])
-      expect(sweeper.sample(`k${i}`)).toMatchObject({ state: 1, rtt: 50, source: 'netlink' });
+      expect(sweeper.sample(slots[i]!)).toMatchObject({ state: 1, rtt: 50, source: 'netlink' });
     expect(deltas).toEqual([]);
     expect(cuts).toEqual([]);
   });
@@ -196,6 +208,7 @@ describe('KernelSweeper bookkeeping', () => {
 
     const byKey = new Map(deltas.map((d) => [d.key, d]));
     expect(byKey.get('k1')).toMatchObject({
+      slot: 1,
       stateChanged: false,
       totalRetransDelta: 2,
       unackedDelta: 3,
@@ -225,25 +238,29 @@ describe('KernelSweeper bookkeeping', () => {
   });
 
   it('no flash cut after the application saw an error, or after it closed', async () => {
-    const { kernel, sweeper, sockets, cuts } = setup(30);
+    const { kernel, sweeper, sockets, slots, cuts } = setup(30);
     await sweeper.sweepOnce();
-    sweeper.noteAppError('k3');
-    sockets[4]!.emit('error', new Error('ECONNRESET'));
-    sockets[6]!.emit('close');
+    sweeper.noteAppError(slots[3]!);
+    sockets[4]!.errored = new Error('ECONNRESET');
+    sockets[6]!.destroyed = true;
     for (const i of [3, 4, 6]) kernel.conns[i]!.state = TcpState.CLOSE_WAIT;
     kernel.conns[9]!.state = TcpState.CLOSE_WAIT;
-    sockets[9]!.emit('end'); // Node read the FIN but reported no error: still a flash cut
+    sockets[9]!.readableEnded = true; // Node read the FIN but reported no error: still a flash cut
     await sweeper.sweepOnce();
-    expect(cuts.map((c) => [c.key, c.peerEnded])).toEqual([['k9', true]]);
+    expect(cuts.map((c) => [c.key, c.slot, c.peerEnded])).toEqual([['k9', slots[9], true]]);
+    // A closed socket stays registered (and silent) until its owner unregisters it.
+    expect(sweeper.size).toBe(30);
+    sweeper.unregister(slots[6]!);
     expect(sweeper.size).toBe(29);
-    expect(sweeper.sample('k6')).toBeNull();
+    expect(sweeper.sample(slots[6]!)).toBeNull();
   });
 
   it('keeps matching right when registrations change, slots are reused and sockets connect late', async () => {
-    const { kernel, sweeper, sockets } = setup(10);
+    const { kernel, sweeper, sockets, slots } = setup(10);
     await sweeper.sweepOnce();
-    sweeper.unregister('k2');
-    sweeper.unregister('k5');
+    sweeper.unregister(slots[2]!);
+    sweeper.unregister(slots[5]!);
+    sweeper.unregister(slots[5]!); // twice: ignored
     const late: FakeConn = {
       ...kernel.conns[0]!,
       address: '127.0.0.9',
@@ -252,14 +269,13 @@ describe('KernelSweeper bookkeeping', () => {
       fd: 99,
     };
     kernel.conns.push(late);
-    const lateSocket = fakeSocket(late) as unknown as {
-      remoteAddress?: string;
-      remotePort?: number;
-    };
+    const lateSocket = fakeSocket(late);
     lateSocket.remoteAddress = undefined; // not connected yet when registered
     lateSocket.remotePort = undefined;
-    sweeper.register('late', lateSocket as unknown as Socket);
-    sweeper.register('k0', sockets[0]!); // re-registering a key replaces it
+    const lateSlot = sweeper.register('late', asSocket(lateSocket));
+    expect([slots[2], slots[5]]).toContain(lateSlot); // a freed slot, reused
+    sweeper.unregister(slots[0]!);
+    expect(sweeper.register('k0', asSocket(sockets[0]!))).toBe(slots[0]);
     expect(sweeper.size).toBe(9);
     lateSocket.remoteAddress = '127.0.0.9';
     lateSocket.remotePort = 20_000;
@@ -267,21 +283,24 @@ describe('KernelSweeper bookkeeping', () => {
     const first = (await sweeper.sweepOnce())!;
     // 'late' has no address at the sweep's start: read by getsockopt, then indexed.
     expect(first.matched).toBe(9);
-    expect(sweeper.sample('late')).toMatchObject({ source: 'getsockopt', rtt: 7 });
+    expect(sweeper.sample(lateSlot)).toMatchObject({ source: 'getsockopt', rtt: 7 });
     const second = (await sweeper.sweepOnce())!;
     expect(second.matched).toBe(9);
-    expect(sweeper.sample('late')).toMatchObject({ source: 'netlink', rtt: 50 });
-    expect(sweeper.sample('k2')).toBeNull();
+    expect(sweeper.sample(lateSlot)).toMatchObject({ source: 'netlink', rtt: 50 });
+    expect(sweeper.reading(lateSlot, 'notsentBytes')).toBe(0);
+    const freed = [slots[2]!, slots[5]!].find((slot) => slot !== lateSlot)!;
+    expect(sweeper.sample(freed)).toBeNull();
+    expect(sweeper.reading(freed, 'lost')).toBeNull();
   });
 
   it('ignores rows without an inode (TIME_WAIT of an earlier connection from the same endpoint)', async () => {
-    const { kernel, sweeper, deltas, cuts } = setup(6);
+    const { kernel, sweeper, slots, deltas, cuts } = setup(6);
     const old = { ...kernel.conns[0]!, state: TcpState.TIME_WAIT, inode: 0, fd: -1 };
     kernel.conns.push(old, { ...old }, { ...old });
     for (let i = 0; i < 5; i++) {
       const stats = (await sweeper.sweepOnce())!;
       expect(stats.matched).toBe(6);
-      expect(sweeper.sample('k0')).toMatchObject({ state: TcpState.ESTABLISHED });
+      expect(sweeper.sample(slots[0]!)).toMatchObject({ state: TcpState.ESTABLISHED });
     }
     expect(deltas).toEqual([]);
     expect(cuts).toEqual([]);
@@ -292,11 +311,11 @@ describe('KernelSweeper bookkeeping', () => {
     const extra: FakeConn = { ...kernel.conns[0]!, port: 30_000, inode: 77, fd: 77 };
     const pending = sweeper.sweepOnce(); // the dump does not have `extra`
     kernel.conns.push(extra);
-    sweeper.register('extra', fakeSocket(extra));
+    const slot = sweeper.register('extra', asSocket(fakeSocket(extra)));
     await pending;
     expect(cuts).toEqual([]);
     await sweeper.sweepOnce();
-    expect(sweeper.sample('extra')).toMatchObject({ source: 'netlink' });
+    expect(sweeper.sample(slot)).toMatchObject({ source: 'netlink' });
     expect(cuts).toEqual([]);
   });
 });
