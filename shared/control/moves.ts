@@ -4,10 +4,16 @@
  * control service (make-before-break, one redirect token per session); StoreMoveExecutor only
  * records each request as a `moves/<id>` record (for setups whose gateways run no control
  * service, and for tests of the decision logic).
+ *
+ * Where clients are sent: a gateway whose node record advertises a `publicUrl` (the cluster's
+ * load balancer, STREAMHEAL_PUBLIC_URL, the one source of truth) has clients that cannot reach
+ * another gateway's own `url`; its sessions are redirected to that public URL with
+ * cluster-targeted tokens (CLUSTER_TARGET), and the load balancer picks the gateway. Without it,
+ * each session goes to its target's `url` with a token for that target.
  */
 import { errorCode } from '../errors.js';
 import { GatewayControlClient, type Move } from '../protocol/gatewayControl.js';
-import { signRedirectToken } from '../redirectTokens.js';
+import { CLUSTER_TARGET, parsePublicUrl, signRedirectToken } from '../redirectTokens.js';
 import type { StateStore } from '../store/StateStore.js';
 import type { KeyRing } from '../tokens.js';
 import { MOVE_PREFIX, type MoveTarget } from './types.js';
@@ -106,6 +112,8 @@ interface GatewayNode {
   url: string;
   /** `host:port` of its control service. */
   control?: string;
+  /** The cluster's public endpoint its clients came through, if any. */
+  publicUrl?: string;
 }
 
 export interface GatewayMoveExecutorOptions {
@@ -127,8 +135,9 @@ export type KeyRingProvider = KeyRing | (() => Promise<KeyRing>);
 
 /**
  * Asks the source gateway (the control address in its node record) for up to `count` session
- * ids, signs a redirect token per session for its target, and calls Migrate with the decision's
- * trace context. Resolves with how many moved: moved means resumed on the target before the
+ * ids, signs a redirect token per session for its target (or for the cluster, to the public URL
+ * the source advertises: then the targets' shares only count how many move, and the load
+ * balancer picks where), and calls Migrate with the decision's trace context. Resolves with how many moved: moved means resumed on the target before the
  * old connection closed. A gateway without a control service, one that cannot be reached or
  * does not answer Status in time, or one that refuses the ring fails the move with the reason
  * (decide then publishes Migration Failed with it).
@@ -155,6 +164,8 @@ export class GatewayMoveExecutor implements MoveExecutor {
     const source = nodes.get(fromNode);
     if (!source?.control)
       throw new Error(`gateway ${fromNode} has no control service in its node record; cannot move`);
+    // Checked like the gateway checks it; a record that says something else fails the move.
+    const publicUrl = source.publicUrl === undefined ? undefined : parsePublicUrl(source.publicUrl);
     const keyRing = typeof this.keyRing === 'function' ? await this.keyRing() : this.keyRing;
     const client = new GatewayControlClient(source.control, keyRing);
     try {
@@ -169,12 +180,13 @@ export class GatewayMoveExecutor implements MoveExecutor {
         if (!node) continue; // gone since the decision: its share stays
         for (let i = 0; i < target.count && moves.length < sessions.length; i++) {
           const session = sessions[moves.length]!;
+          const to = publicUrl ? { id: CLUSTER_TARGET, url: publicUrl } : node;
           const { token } = await signRedirectToken(keyRing, {
             sessionId: session,
             sourceNode: fromNode,
-            targetNode: node.id,
+            targetNode: to.id,
           });
-          moves.push({ session, targetNode: node.id, targetUrl: node.url, token });
+          moves.push({ session, targetNode: to.id, targetUrl: to.url, token });
         }
       }
       if (moves.length === 0) return 0;

@@ -4,9 +4,12 @@ import { errorCode } from '../../shared/errors.js';
 import { RemoteStore } from '../../shared/link/RemoteStore.js';
 import {
   CLOCK_SKEW_MS,
+  CLUSTER_TARGET,
   MAX_REDIRECT_LIFETIME_MS,
   USED_TOKEN_PREFIX,
+  isClusterTargeted,
   isRedirectTokenRefusal,
+  parsePublicUrl,
   signRedirectToken,
   verifyRedirectToken,
   type RedirectGrant,
@@ -277,5 +280,195 @@ describe('redirect tokens', () => {
       ),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('cluster-targeted redirect tokens (behind a load balancer)', () => {
+  const stores: MemoryStore[] = [];
+  const newStore = (options: ConstructorParameters<typeof MemoryStore>[0] = {}) => {
+    const store = new MemoryStore(options);
+    stores.push(store);
+    return store;
+  };
+  afterEach(async () => {
+    await Promise.all(stores.splice(0).map((s) => s.close()));
+  });
+  const toCluster: RedirectGrant = { ...grant, targetNode: CLUSTER_TARGET };
+
+  it('is accepted once by any gateway but the source, and records which one used it', async () => {
+    const store = newStore();
+    const now = Date.now();
+    const { token, claims } = await signRedirectToken(ring, toCluster, { now });
+    expect(isClusterTargeted(claims)).toBe(true);
+    const verified = await verifyRedirectToken(ring, token, {
+      expectedTarget: 'gateway-7',
+      store,
+      now: now + 5,
+    });
+    expect(verified).toEqual({
+      ...toCluster,
+      tokenId: claims.tokenId,
+      issuedAt: now,
+      expiresAt: now + MAX_REDIRECT_LIFETIME_MS,
+      keyId: 'k1',
+    });
+    expect((await store.get(USED_TOKEN_PREFIX + claims.tokenId))?.value).toEqual({
+      sessionId: 'sess_abc123',
+      targetNode: 'gateway-7',
+      usedAt: now + 5,
+    });
+    // Another gateway of the cluster (same store) presented the same token: a replay.
+    await expect(
+      verifyRedirectToken(ring, token, { expectedTarget: 'gateway-2', store }),
+    ).rejects.toMatchObject({ code: 'token_replayed' });
+    await expect(
+      verifyRedirectToken(ring, token, { expectedTarget: 'gateway-7', store }),
+    ).rejects.toMatchObject({ code: 'token_replayed' });
+  });
+
+  it('is refused by its source (token_wrong_target) without being used up', async () => {
+    const store = newStore();
+    const { token } = await signRedirectToken(ring, toCluster);
+    await expect(
+      verifyRedirectToken(ring, token, { expectedTarget: 'gateway-1', store }),
+    ).rejects.toMatchObject({
+      code: 'token_wrong_target',
+      message: expect.stringMatching(/off gateway-1 .*presented to gateway-1 itself/),
+    });
+    expect(await store.list(USED_TOKEN_PREFIX)).toEqual([]);
+    // Refused again at the source, then good once elsewhere.
+    expect(
+      await outcome(verifyRedirectToken(ring, token, { expectedTarget: 'gateway-1', store })),
+    ).toBe('token_wrong_target');
+    expect(
+      await outcome(verifyRedirectToken(ring, token, { expectedTarget: 'gateway-3', store })),
+    ).toBe('accepted');
+  });
+
+  it('lets exactly one of many gateways through when all present it at once', async () => {
+    const store = newStore();
+    const { token } = await signRedirectToken(ring, toCluster);
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        outcome(verifyRedirectToken(ring, token, { expectedTarget: `gateway-${i + 2}`, store })),
+      ),
+    );
+    expect(results.filter((r) => r === 'accepted')).toHaveLength(1);
+    expect(results.filter((r) => r === 'token_replayed')).toHaveLength(11);
+  });
+
+  it('expires to the millisecond, and its used id goes shortly after', async () => {
+    let clock = 1_700_000_000_000;
+    const store = newStore({ now: () => clock });
+    const { token, claims } = await signRedirectToken(ring, toCluster, {
+      lifetimeMs: 3_000,
+      now: clock,
+    });
+    const at = (t: number, node = 'gateway-2') =>
+      outcome(verifyRedirectToken(ring, token, { expectedTarget: node, store, now: t }));
+    expect(await at(clock + 3_000)).toBe('token_expired');
+    expect(await at(clock + 3_000, 'gateway-1')).toBe('token_expired');
+    expect(await at(clock + 2_999)).toBe('accepted');
+    clock = claims.expiresAt + CLOCK_SKEW_MS + 1;
+    expect(await store.get(USED_TOKEN_PREFIX + claims.tokenId)).toBeUndefined();
+  });
+
+  it('refuses forgeries: another key, a garbled token, a token naming "*" as its source', async () => {
+    const store = newStore();
+    const forger = keyRingFromSecret('k1:not-the-cluster-secret-000');
+    const { token: forged } = await signRedirectToken(forger, toCluster);
+    expect(
+      await outcome(verifyRedirectToken(ring, forged, { expectedTarget: 'gateway-2', store })),
+    ).toBe('invalid_token');
+    const { token } = await signRedirectToken(ring, toCluster);
+    const [header, payload, signature] = token.split('.');
+    // The claims of a node-targeted token with this signature: the target is signed too.
+    const retargeted = Buffer.from(
+      JSON.stringify({
+        ...(JSON.parse(Buffer.from(payload!, 'base64url').toString()) as object),
+        tgt: 'gateway-2',
+      }),
+    ).toString('base64url');
+    expect(
+      await outcome(
+        verifyRedirectToken(ring, `${header}.${retargeted}.${signature}`, {
+          expectedTarget: 'gateway-2',
+          store,
+        }),
+      ),
+    ).toBe('invalid_token');
+    // Validly signed, but "*" as the source: no gateway could be told apart from it.
+    const starSource = await signToken(
+      ring,
+      'redirect',
+      {
+        sid: 's',
+        src: CLUSTER_TARGET,
+        tgt: CLUSTER_TARGET,
+        jti: 'aaaaaaaaaaaaaaaaaaaaaa',
+        iatMs: Date.now(),
+        expMs: Date.now() + 5_000,
+      },
+      5_000,
+    );
+    await expect(
+      verifyRedirectToken(ring, starSource, { expectedTarget: 'gateway-2', store }),
+    ).rejects.toMatchObject({ code: 'invalid_token', message: /as its source/ });
+    await expect(
+      signRedirectToken(ring, { ...toCluster, sourceNode: CLUSTER_TARGET }),
+    ).rejects.toThrow(RangeError);
+    expect(await store.list(USED_TOKEN_PREFIX)).toEqual([]);
+  });
+
+  it('is never verified as "*": that is no gateway', async () => {
+    const store = newStore();
+    const { token } = await signRedirectToken(ring, toCluster);
+    await expect(
+      verifyRedirectToken(ring, token, { expectedTarget: CLUSTER_TARGET, store }),
+    ).rejects.toThrow(RangeError);
+  });
+
+  it('leaves node-targeted tokens as they were: a cluster gateway cannot take one meant for another', async () => {
+    const store = newStore();
+    const { token } = await signRedirectToken(ring, grant);
+    expect(
+      await outcome(verifyRedirectToken(ring, token, { expectedTarget: 'gateway-3', store })),
+    ).toBe('token_wrong_target');
+    expect(
+      await outcome(verifyRedirectToken(ring, token, { expectedTarget: 'gateway-2', store })),
+    ).toBe('accepted');
+  });
+});
+
+describe('parsePublicUrl', () => {
+  it('takes ws, wss, http and https base URLs, without a trailing slash', () => {
+    expect(parsePublicUrl('wss://push.example.com')).toBe('wss://push.example.com');
+    expect(parsePublicUrl('wss://push.example.com/')).toBe('wss://push.example.com');
+    expect(parsePublicUrl('ws://nlb-123.elb.eu-west-1.amazonaws.com:8080')).toBe(
+      'ws://nlb-123.elb.eu-west-1.amazonaws.com:8080',
+    );
+    expect(parsePublicUrl('https://push.example.com:443/streamheal/')).toBe(
+      'https://push.example.com/streamheal',
+    );
+    expect(parsePublicUrl(' http://127.0.0.1:9000 ')).toBe('http://127.0.0.1:9000');
+  });
+
+  it('refuses anything else, saying what is wrong', () => {
+    const refusal = (text: string) => {
+      try {
+        parsePublicUrl(text);
+        return 'accepted';
+      } catch (error) {
+        expect(error).toBeInstanceOf(RangeError);
+        return (error as Error).message;
+      }
+    };
+    expect(refusal('push.example.com')).toMatch(/is not a URL/);
+    expect(refusal('ftp://push.example.com')).toMatch(/scheme ftp, not ws, wss, http or https/);
+    expect(refusal('wss://user:pw@push.example.com')).toMatch(/credentials/);
+    expect(refusal('wss://push.example.com/?a=1')).toMatch(/query or fragment/);
+    expect(refusal('wss://push.example.com/#x')).toMatch(/query or fragment/);
+    expect(refusal('wss://push.example.com/v1/ws')).toMatch(/\/v1\/ws endpoint/);
+    expect(refusal('')).toMatch(/is not a URL/);
   });
 });

@@ -105,8 +105,13 @@ export interface GatewayOptions {
    * Where other processes reach this gateway, for its node record, when `host` is a wildcard
    * (0.0.0.0 on ECS): `control` becomes `<host>:<control port>`, `url` becomes `url`, else the
    * listening URL with `host` in it. @default the listening addresses
+   *
+   * `publicUrl`: the cluster's public endpoint (a load balancer; STREAMHEAL_PUBLIC_URL), for
+   * clients that cannot reach `url`. Moves of this gateway's sessions then redirect there with
+   * cluster-targeted tokens (its drain, and the control plane, which reads it in the node
+   * record). @default none: moves name the target gateway's `url`
    */
-  advertise?: { host?: string; url?: string };
+  advertise?: { host?: string; url?: string; publicUrl?: string };
   /** The ECS task this gateway runs in, for its node record (nodeLost maps stopped tasks by it). */
   taskArn?: string;
   logger: Logger;
@@ -127,6 +132,8 @@ export interface NodeRecord {
   state?: GatewayState;
   /** `host:port` of the gRPC control service, when it runs (advertised). */
   control?: string;
+  /** The cluster's public endpoint, when clients reach gateways through one (advertised). */
+  publicUrl?: string;
   /** ECS task ARN, on ECS. */
   taskArn?: string;
   pid: number;
@@ -173,6 +180,7 @@ export class Gateway implements GatewayContext, ControlTarget {
       sessions: () => this.clientSessions(),
       metrics: this.metrics,
       logger: options.logger,
+      ...(options.advertise?.publicUrl ? { publicUrl: options.advertise.publicUrl } : {}),
     });
     if (options.heartbeat) {
       this.heartbeatSweep = new HeartbeatSweep({
@@ -416,6 +424,7 @@ export class Gateway implements GatewayContext, ControlTarget {
       url: this.advertisedUrl,
       state: this.state,
       ...(this.advertisedControl ? { control: this.advertisedControl } : {}),
+      ...(this.mover.publicUrl ? { publicUrl: this.mover.publicUrl } : {}),
       ...(this.options.taskArn ? { taskArn: this.options.taskArn } : {}),
       pid: process.pid,
       startedAt: this.startedAt,

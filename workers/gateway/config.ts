@@ -3,6 +3,7 @@
  * supervisor, the container image and the tests). Every value has a default for one machine.
  */
 import { z } from 'zod';
+import { CLUSTER_TARGET, parsePublicUrl } from '../../shared/redirectTokens.js';
 import { DEFAULT_GATEWAY_HEARTBEAT } from './HeartbeatSweep.js';
 
 const list = z.string().transform((s) =>
@@ -15,7 +16,13 @@ const int = (def: number) => z.coerce.number().int().positive().default(def);
 
 export const GatewayEnv = z.object({
   /** Default: the ECS task id on ECS, else `gateway-1` (ecsIdentity.ts). */
-  STREAMHEAL_NODE_ID: z.string().min(1).optional(),
+  STREAMHEAL_NODE_ID: z
+    .string()
+    .min(1)
+    .refine((id) => id !== CLUSTER_TARGET, {
+      message: `"${CLUSTER_TARGET}" is reserved (the target of cluster-wide redirect tokens)`,
+    })
+    .optional(),
   STREAMHEAL_HOST: z.string().default('127.0.0.1'),
   /**
    * Address other processes reach this gateway at, when STREAMHEAL_HOST is a wildcard
@@ -26,6 +33,24 @@ export const GatewayEnv = z.object({
   STREAMHEAL_ADVERTISE_HOST: z.string().min(1).optional(),
   /** The URL in the node record (what moved clients are sent to), when not `http://<advertised host>:<port>`. */
   STREAMHEAL_ADVERTISE_URL: z.string().url().optional(),
+  /**
+   * The cluster's public endpoint, when clients reach the gateways through a load balancer and
+   * not at their own URLs (AWS: the NLB, e.g. `wss://push.example.com`, `ws://<nlb dns>:<port>`):
+   * moves then send clients there with tokens any other gateway of the cluster accepts
+   * (docs/protocol.md "Moves"). ws, wss, http or https; a host, a port and a path prefix at most.
+   */
+  STREAMHEAL_PUBLIC_URL: z
+    .string()
+    .transform((text, ctx) => {
+      if (text.trim() === '') return undefined; // set but empty: none
+      try {
+        return parsePublicUrl(text);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    })
+    .optional(),
   /** Set by ECS (task metadata endpoint v4): the gateway reads its task id, ARN and IPv4 there. */
   ECS_CONTAINER_METADATA_URI_V4: z.string().url().optional(),
   /** Budget for reading the task metadata at start (retries included); the gateway exits after it. */

@@ -15,6 +15,8 @@
  *     its node record advertises this address for its URL and control service instead.
  * Off ECS nothing is read: the node id is STREAMHEAL_NODE_ID (default `gateway-1`) and the
  * record holds the listening addresses, unless STREAMHEAL_ADVERTISE_HOST / _URL say otherwise.
+ * On ECS and off it, STREAMHEAL_PUBLIC_URL (the load balancer clients use) is advertised beside
+ * them: moves of this gateway's sessions redirect there (Gateway `advertise.publicUrl`).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StreamhealError } from '../../shared/errors.js';
@@ -132,6 +134,8 @@ export interface IdentityEnv {
   STREAMHEAL_NODE_ID?: string | undefined;
   STREAMHEAL_ADVERTISE_HOST?: string | undefined;
   STREAMHEAL_ADVERTISE_URL?: string | undefined;
+  /** The cluster's public endpoint (checked by config.ts), advertised as is. */
+  STREAMHEAL_PUBLIC_URL?: string | undefined;
   STREAMHEAL_ECS_METADATA_TIMEOUT_MS?: number | undefined;
   ECS_CONTAINER_METADATA_URI_V4?: string | undefined;
 }
@@ -140,8 +144,11 @@ export interface GatewayIdentity {
   nodeId: string;
   /** On ECS: the task's ARN, for the node record. */
   taskArn?: string;
-  /** For the Gateway's `advertise` option; absent when the listening addresses are meant. */
-  advertise?: { host?: string; url?: string };
+  /**
+   * For the Gateway's `advertise` option; absent when the listening addresses are meant and
+   * there is no public URL.
+   */
+  advertise?: { host?: string; url?: string; publicUrl?: string };
   /** On ECS: what the metadata endpoint said. */
   ecs?: EcsTask;
 }
@@ -161,9 +168,18 @@ export async function gatewayIdentity(env: IdentityEnv): Promise<GatewayIdentity
     : undefined;
   const host = env.STREAMHEAL_ADVERTISE_HOST ?? ecs?.privateIpv4;
   const url = env.STREAMHEAL_ADVERTISE_URL;
+  const publicUrl = env.STREAMHEAL_PUBLIC_URL;
   return {
     nodeId: env.STREAMHEAL_NODE_ID ?? ecs?.taskId ?? DEFAULT_NODE_ID,
     ...(ecs ? { taskArn: ecs.taskArn, ecs } : {}),
-    ...(host || url ? { advertise: { ...(host ? { host } : {}), ...(url ? { url } : {}) } } : {}),
+    ...(host || url || publicUrl
+      ? {
+          advertise: {
+            ...(host ? { host } : {}),
+            ...(url ? { url } : {}),
+            ...(publicUrl ? { publicUrl } : {}),
+          },
+        }
+      : {}),
   };
 }

@@ -4,6 +4,10 @@
  * gateway signs. Each move is make-before-break: the client gets a redirect, resumes on the
  * target, and only then closes its connection here; a session that has not moved when its TTL
  * runs out stays (rolled back).
+ *
+ * Behind a load balancer (a public URL set), a drain cannot send a client to one particular
+ * gateway: it redirects to the public URL with a cluster-targeted token (shared/redirectTokens.ts,
+ * CLUSTER_TARGET), which any other gateway of the cluster accepts once.
  */
 import type {
   MigrateResult,
@@ -11,7 +15,12 @@ import type {
   Route,
   RouteTable,
 } from '../../../shared/protocol/gatewayControl.js';
-import { signRedirectToken, MAX_REDIRECT_LIFETIME_MS } from '../../../shared/redirectTokens.js';
+import {
+  CLUSTER_TARGET,
+  MAX_REDIRECT_LIFETIME_MS,
+  parsePublicUrl,
+  signRedirectToken,
+} from '../../../shared/redirectTokens.js';
 import type { StateStore } from '../../../shared/store/StateStore.js';
 import type { Logger } from '../../../shared/telemetry/logger.js';
 import type { KeyRing } from '../../../shared/tokens.js';
@@ -26,13 +35,22 @@ export interface SessionMoverOptions {
   sessions: () => Iterable<WsSession>;
   metrics: GatewayMetrics;
   logger: Logger;
+  /**
+   * The cluster's public endpoint (STREAMHEAL_PUBLIC_URL): drained sessions are sent there with
+   * cluster-targeted tokens instead of to a gateway's own URL. Checked by parsePublicUrl.
+   */
+  publicUrl?: string;
 }
 
 export class SessionMover {
   /** The other gateways sessions may move to, as the control plane last said (Reload). */
   routeTable: RouteTable = { version: 0, routes: [] };
+  /** The public URL as checked (parsePublicUrl), also what the node record advertises. */
+  readonly publicUrl?: string;
 
-  constructor(private readonly options: SessionMoverOptions) {}
+  constructor(private readonly options: SessionMoverOptions) {
+    if (options.publicUrl !== undefined) this.publicUrl = parsePublicUrl(options.publicUrl);
+  }
 
   /** Installs a route table; refuses (RangeError) one older than the table held. */
   reload(table: RouteTable): number {
@@ -102,9 +120,13 @@ export class SessionMover {
       return { moved: 0, left: sessions.length };
     }
     const lifetimeMs = Math.min(deadlineMs, MAX_REDIRECT_LIFETIME_MS);
+    // Behind the load balancer it picks the gateway; the targets only say there is one.
+    const publicUrl = this.publicUrl;
     const moves = await Promise.all(
       sessions.map(async (session, i) => {
-        const target = targets[i % targets.length]!;
+        const target = publicUrl
+          ? { node: CLUSTER_TARGET, url: publicUrl }
+          : targets[i % targets.length]!;
         const { token } = await signRedirectToken(
           this.options.keyRing,
           { sessionId: session.id, sourceNode: this.options.nodeId, targetNode: target.node },
