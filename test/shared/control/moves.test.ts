@@ -1,14 +1,18 @@
 /**
  * GatewayMoveExecutor against real gateways (gRPC control service on loopback) and real SDK
- * clients: the decision's share of sessions moves make-before-break to each target.
+ * clients: the decision's share of sessions moves make-before-break to each target; behind a
+ * load balancer (a TCP proxy on loopback, the gateways' public URL), through it with
+ * cluster-targeted tokens.
  */
 import { createServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayMoveExecutor } from '../../../shared/control/moves.js';
+import { USED_TOKEN_PREFIX } from '../../../shared/redirectTokens.js';
 import { initTracing, shutdownTracing } from '../../../shared/telemetry/tracing.js';
-import { Cluster, keyRing, until } from '../client/harness.js';
+import { Cluster, keyRing, range, sleep, until, type TestGateway } from '../client/harness.js';
+import { TestLoadBalancer } from '../../workers/gateway/control/loadBalancer.js';
 import { register } from './helpers.js';
 
 describe('GatewayMoveExecutor', () => {
@@ -113,5 +117,116 @@ describe('GatewayMoveExecutor', () => {
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => silent.close(() => resolve()));
     }
+  });
+
+  describe('behind a load balancer (the source advertises a public URL)', () => {
+    let balancer: TestLoadBalancer;
+    afterEach(() => balancer.close());
+
+    /** Publishes through `via` every few ms until stopped; resolves with the last position. */
+    function keepPublishing(via: TestGateway, channel: string) {
+      let stop = false;
+      let last = 0;
+      const done = (async () => {
+        while (!stop) {
+          last = await cluster.publish(via, channel, { n: last });
+          await sleep(3);
+        }
+      })();
+      done.catch(() => undefined); // a failed test leaves it running: stop() still reports it
+      return {
+        stop: async () => {
+          stop = true;
+          await done;
+          return last;
+        },
+      };
+    }
+
+    async function threeGatewaysBehindTheBalancer() {
+      cluster = new Cluster();
+      balancer = await TestLoadBalancer.start();
+      const advertise = { publicUrl: balancer.url };
+      const a = await cluster.gateway({ controlPort: 0, advertise });
+      const b = await cluster.gateway({ advertise });
+      const c = await cluster.gateway({ advertise });
+      balancer.register('a', a.port);
+      return { a, b, c };
+    }
+
+    it('sends the moved clients to the public URL; the load balancer picks the gateway', async () => {
+      const { a, b, c } = await threeGatewaysBehindTheBalancer();
+      const recordings = Array.from({ length: 4 }, () => cluster.client([balancer.url]));
+      for (const { client } of recordings) {
+        await client.connect();
+        await client.subscribe('live');
+      }
+      // The isolated gateway stays registered, as an unhealthy NLB target may still be.
+      balancer.register('b', b.port);
+      balancer.register('c', c.port);
+      const publisher = keepPublishing(b, 'live');
+      await until(() => recordings.every((r) => r.positions('live').length >= 5), 'messages');
+      const executor = new GatewayMoveExecutor(cluster.store, keyRing, { ttlMs: 2_000 });
+      // The load balancer routes in turn over a, b, c: one move comes back to A and is refused.
+      const moved = await executor.moveSessions(
+        'gw-1',
+        [
+          { node: 'gw-2', count: 2 },
+          { node: 'gw-3', count: 1 },
+        ],
+        3,
+        {},
+      );
+      expect(balancer.routed.slice(4)).toEqual(['a', 'b', 'c']);
+      expect(moved).toBe(2);
+      const used = await cluster.store.list<{ targetNode: string }>(USED_TOKEN_PREFIX);
+      expect(used.map((u) => u.value.targetNode).sort()).toEqual(['gw-2', 'gw-3']);
+      expect(a.gateway.status(10).sessions).toHaveLength(2);
+      const refused = recordings.filter((r) => r.of('error').length > 0);
+      expect(refused.map((r) => r.of('error'))).toEqual([
+        [{ code: 'move_failed', message: expect.stringMatching(/token_wrong_target/) }],
+      ]);
+      const published = await publisher.stop();
+      for (const r of recordings) {
+        await until(() => r.positions('live').at(-1) === published, 'every message');
+        expect(r.positions('live')).toEqual(range(r.positions('live')[0]!, published));
+        expect(r.of('disconnected')).toEqual([]);
+        expect(r.client.stats).toMatchObject({ duplicates: 0, gaps: 0, reconnects: 0 });
+      }
+      expect(recordings.map((r) => r.client.stats.moves).sort()).toEqual([0, 0, 1, 1]);
+    });
+
+    it('a redirect routed back to the source is refused (token_wrong_target): the client stays, nothing lost', async () => {
+      const { a, b } = await threeGatewaysBehindTheBalancer();
+      const recording = cluster.client([balancer.url]);
+      const { client } = recording;
+      await client.connect();
+      await client.subscribe('live');
+      const publisher = keepPublishing(b, 'live');
+      await until(() => recording.positions('live').length >= 10, 'messages on A');
+      balancer.routeNextTo('a', a.port);
+      const executor = new GatewayMoveExecutor(cluster.store, keyRing, { ttlMs: 1_000 });
+      const moved = await executor.moveSessions('gw-1', [{ node: 'gw-2', count: 1 }], 1, {});
+
+      expect(moved).toBe(0);
+      expect(balancer.routed).toEqual(['a', 'a']);
+      expect(recording.of('error')).toEqual([
+        {
+          code: 'move_failed',
+          message: expect.stringMatching(/token_wrong_target .*presented to gw-1 itself/),
+        },
+      ]);
+      // Refused before it was used up, and the session is still served where it was.
+      expect(await cluster.store.list(USED_TOKEN_PREFIX)).toEqual([]);
+      expect(a.gateway.status(10).sessions).toEqual([client.session]);
+      expect(client.node).toBe('gw-1');
+      const before = recording.positions('live').length;
+      await until(() => recording.positions('live').length >= before + 10, '10 more on A');
+      const published = await publisher.stop();
+      await until(() => recording.positions('live').at(-1) === published, 'every message');
+      expect(recording.positions('live')).toEqual(range(1, published));
+      expect(recording.of('disconnected')).toEqual([]);
+      expect(client.stats).toMatchObject({ duplicates: 0, gaps: 0, moves: 0, reconnects: 0 });
+    });
   });
 });

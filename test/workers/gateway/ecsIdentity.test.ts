@@ -102,6 +102,22 @@ describe('readEcsTask / gatewayIdentity against the metadata endpoint emulator',
     });
   });
 
+  it('advertises the public URL beside the addresses, on ECS and off it', async () => {
+    const publicUrl = 'wss://push.example.com';
+    expect(await gatewayIdentity({ STREAMHEAL_PUBLIC_URL: publicUrl })).toEqual({
+      nodeId: 'gateway-1',
+      advertise: { publicUrl },
+    });
+    const taskId = newTaskId();
+    const uri = endpoint.add({ taskArn: taskArnFor(taskId), ipv4: '10.0.3.5' });
+    expect(
+      await gatewayIdentity({
+        ECS_CONTAINER_METADATA_URI_V4: uri,
+        STREAMHEAL_PUBLIC_URL: publicUrl,
+      }),
+    ).toMatchObject({ nodeId: taskId, advertise: { host: '10.0.3.5', publicUrl } });
+  });
+
   it('on ECS: the task id, unless STREAMHEAL_NODE_ID / STREAMHEAL_ADVERTISE_HOST say otherwise', async () => {
     const taskId = newTaskId();
     const uri = endpoint.add({ taskArn: taskArnFor(taskId), ipv4: '10.0.3.4' });
