@@ -6,6 +6,7 @@
  */
 import type { Environment } from 'aws-cdk-lib';
 import type { Node } from 'constructs';
+import { parsePublicUrl } from '../shared/redirectTokens.js';
 import type { AlertingOptions } from './constructs/Alerting.js';
 import type { ControlFunctionOptions } from './constructs/ControlFunction.js';
 import {
@@ -23,6 +24,7 @@ export const CONTEXT_KEYS = {
   store: 'dynamodb | etcd (default dynamodb)',
   stackPrefix: 'prefix of stack names (default Streamheal)',
   certificateArn: 'ACM certificate: TLS listener on 443 (default: TCP listener on 80)',
+  publicUrl: 'URL clients use, e.g. https://push.example.com (default: the load balancer DNS name)',
   clientCidrs: 'comma-separated IPv4 CIDRs allowed to the listener (default 0.0.0.0/0)',
   natGateways: 'NAT gateways (default 1)',
   maxAzs: 'availability zones (default 2 environment-agnostic, 3 with an account and region)',
@@ -99,6 +101,16 @@ function list(raw: Raw, key: keyof typeof CONTEXT_KEYS): string[] | undefined {
     .map((item) => item.trim())
     .filter(Boolean);
   return items.length > 0 ? items : undefined;
+}
+
+function url(raw: Raw, key: keyof typeof CONTEXT_KEYS): string | undefined {
+  const value = text(raw, key);
+  if (value === undefined) return undefined;
+  try {
+    return parsePublicUrl(value);
+  } catch (error) {
+    throw new ContextError(`context "${key}": ${(error as Error).message}`);
+  }
 }
 
 function defined<T extends object>(value: T): T {
@@ -178,6 +190,7 @@ export function propsFromContext(
     }),
     gateway: defined({
       certificateArn: text(raw, 'certificateArn'),
+      publicUrl: url(raw, 'publicUrl'),
       cpuArchitecture: architecture,
       desiredCount: count(raw, 'gatewayDesiredCount', 1),
       minCapacity: count(raw, 'gatewayMinCapacity', 1),

@@ -5,13 +5,16 @@
  *        { "grants": [ { … }, … ] }                                       several (≤ 1000)
  *   out: { "tokens": [ { "token", "claims": { sessionId, sourceNode, targetNode, tokenId,
  *                                            issuedAt, expiresAt, keyId } } ] }
- * The key ring comes from keyRing.ts (env, Secrets Manager, or the cluster secret), cached.
- * A grant that is not valid (empty id, lifetime over 15 s) fails the call with
- * `invalid_grant` and the index of the grant; nothing is issued.
+ * `targetNode: "*"` (CLUSTER_TARGET) issues a cluster-targeted token: any gateway of the cluster
+ * but the source takes it (clients behind a load balancer). The key ring comes from keyRing.ts
+ * (env, Secrets Manager, or the cluster secret), cached. A grant that is not valid (empty id,
+ * `*` as the source, lifetime over 15 s) fails the call with `invalid_grant` and the index of
+ * the grant; nothing is issued.
  */
 import { z } from 'zod';
 import { StreamhealError } from '../../shared/errors.js';
 import {
+  CLUSTER_TARGET,
   MAX_REDIRECT_LIFETIME_MS,
   signRedirectToken,
   type RedirectClaims,
@@ -21,7 +24,9 @@ import { KeyRingSource } from './keyRing.js';
 const Id = z.string().min(1).max(200);
 const GrantSchema = z.strictObject({
   sessionId: Id,
-  sourceNode: Id,
+  sourceNode: Id.refine((node) => node !== CLUSTER_TARGET, {
+    message: `"${CLUSTER_TARGET}" is not a node (it is the target meaning any gateway)`,
+  }),
   targetNode: Id,
   lifetimeMs: z.number().int().positive().max(MAX_REDIRECT_LIFETIME_MS).optional(),
 });

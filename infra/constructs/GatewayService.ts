@@ -7,8 +7,9 @@
  *    Connection termination on deregistration stays off, so open WebSockets and SSE streams
  *    carry on past the delay.
  * 2. ECS sends SIGTERM. The gateway has `STREAMHEAL_DRAIN_MS` to move its sessions
- *    make-before-break (clients open a new connection through the load balancer, which only
- *    picks registered targets, and resume before the old one closes), then exits.
+ *    make-before-break (redirected to `STREAMHEAL_PUBLIC_URL`, clients open a new connection
+ *    through the load balancer, which only picks registered targets, and resume before the old
+ *    one closes), then exits.
  * 3. ECS sends SIGKILL at `stopTimeout` (Fargate's maximum, 120 s) if it is still running.
  *
  * Deployments start new tasks before stopping old ones (100 % / 200 %), and a circuit breaker
@@ -36,6 +37,7 @@ import {
   type GatewayPorts,
   type HealthCheckDefaults,
 } from '../defaults.js';
+import { parsePublicUrl } from '../../shared/redirectTokens.js';
 import { REPO_ROOT } from '../paths.js';
 import { logRetention } from './logRetention.js';
 import { acknowledgeTaskDefinition, healthzCheck } from './nodeTask.js';
@@ -54,6 +56,16 @@ export interface GatewayServiceOptions {
   readonly certificateArn?: string;
   /** @default 443 with a certificate, 80 without */
   readonly listenerPort?: number;
+  /**
+   * The URL clients reach the gateways at: the stack's `Url` output, and the gateways'
+   * STREAMHEAL_PUBLIC_URL, where moved sessions are redirected (with tokens any other gateway
+   * accepts) since clients cannot reach a task's private address. Set it to the domain name
+   * the certificate is for (`https://push.example.com`) when there is one: the load balancer's
+   * own name does not match the certificate. Checked like the gateway checks it.
+   * @default `https://<load balancer DNS name>` with a certificate, `http://...` without, plus
+   * `:<listenerPort>` when not 443 / 80
+   */
+  readonly publicUrl?: string;
   /** @default gatewayDefaults().cpu (1024) */
   readonly cpu?: number;
   /** @default gatewayDefaults().memoryMiB (2048) */
@@ -113,7 +125,10 @@ export class GatewayService extends Construct {
   readonly scalableTarget: appscaling.ScalableTarget;
   readonly logGroup: logs.LogGroup;
   readonly serviceName: string;
-  /** The URL clients use (ws(s)://<load balancer>/v1/ws and friends start here). */
+  /**
+   * The URL clients use (`<publicUrl>/v1/ws` and friends start here), also the gateways'
+   * STREAMHEAL_PUBLIC_URL.
+   */
   readonly publicUrl: string;
   readonly minCapacity: number;
 
@@ -159,17 +174,24 @@ export class GatewayService extends Construct {
       securityGroups: [props.loadBalancerSecurityGroup],
       crossZoneEnabled: true,
     });
+    // The scheme follows the listener (TLS: https, so wss; TCP: http, so ws).
     const scheme = tls ? 'https' : 'http';
     const defaultPort = tls ? 443 : 80;
-    this.publicUrl = `${scheme}://${this.loadBalancer.loadBalancerDnsName}${
-      listenerPort === defaultPort ? '' : `:${listenerPort}`
-    }`;
+    this.publicUrl =
+      props.publicUrl !== undefined
+        ? parsePublicUrl(props.publicUrl)
+        : `${scheme}://${this.loadBalancer.loadBalancerDnsName}${
+            listenerPort === defaultPort ? '' : `:${listenerPort}`
+          }`;
 
     const collector = props.otelCollector ?? defaults.otelCollector;
     const environment: Record<string, string> = {
       STREAMHEAL_HOST: '0.0.0.0',
       STREAMHEAL_PORT: String(ports.http),
       STREAMHEAL_CONTROL_PORT: String(ports.control),
+      // Moves redirect clients here (through the load balancer), not to a task's private IPv4.
+      // The control plane reads it from each gateway's node record: no copy for the functions.
+      STREAMHEAL_PUBLIC_URL: this.publicUrl,
       STREAMHEAL_DRAIN_MS: String(drain.drainTimeout.toMilliseconds()),
       STREAMHEAL_LOG_LEVEL: 'info',
       OTEL_SERVICE_NAME: 'streamheal-gateway',

@@ -22,6 +22,7 @@ describe('propsFromContext', () => {
         store: 'etcd',
         stackPrefix: 'Staging',
         certificateArn: 'arn:aws:acm:eu-west-1:111122223333:certificate/x',
+        publicUrl: 'https://push.example.com/',
         clientCidrs: '203.0.113.0/24, 198.51.100.0/24',
         natGateways: '2',
         cpuArchitecture: 'x86_64',
@@ -38,6 +39,7 @@ describe('propsFromContext', () => {
       network: { clientCidrs: ['203.0.113.0/24', '198.51.100.0/24'], natGateways: 2 },
       gateway: {
         certificateArn: 'arn:aws:acm:eu-west-1:111122223333:certificate/x',
+        publicUrl: 'https://push.example.com',
         cpuArchitecture: 'x86_64',
         minCapacity: 3,
         otelCollector: true,
@@ -93,6 +95,9 @@ describe('propsFromContext', () => {
       /"store".*dynamodb, etcd/,
     );
     expect(() => propsFromContext(context({ natGateways: '-1' }), {})).toThrow(/"natGateways"/);
+    expect(() => propsFromContext(context({ publicUrl: 'push.example.com' }), {})).toThrow(
+      /"publicUrl".*is not a URL/,
+    );
     expect(() => propsFromContext(context({ otelCollector: 'maybe' }), {})).toThrow(
       /"otelCollector"/,
     );

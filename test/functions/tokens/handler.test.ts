@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode } from '../../../shared/errors.js';
-import { verifyRedirectToken } from '../../../shared/redirectTokens.js';
+import { CLUSTER_TARGET, verifyRedirectToken } from '../../../shared/redirectTokens.js';
 import { MemoryStore } from '../../../shared/store/MemoryStore.js';
 import { keyRingFromSecret } from '../../../shared/tokens.js';
 import { handler, issueTokens } from '../../../functions/tokens/handler.js';
@@ -64,6 +64,32 @@ describe('tokens: keys from the environment', () => {
     ).rejects.toMatchObject({
       code: 'invalid_grant',
       message: expect.stringContaining('grants.1.targetNode'),
+    });
+  });
+
+  it('issues cluster-targeted tokens ("*"): any gateway but the source takes one, once', async () => {
+    const keys = new KeyRingSource({ env: { STREAMHEAL_TOKEN_KEYS: K1 } });
+    const { tokens } = await issueTokens({ ...grant, targetNode: CLUSTER_TARGET }, { keys });
+    expect(tokens[0]!.claims).toMatchObject({ sourceNode: 'gateway-1', targetNode: '*' });
+    const store = new MemoryStore();
+    try {
+      const ring = keyRingFromSecret(K1);
+      const at = (node: string) =>
+        verifyRedirectToken(ring, tokens[0]!.token, { expectedTarget: node, store }).then(
+          () => 'accepted',
+          errorCode,
+        );
+      expect(await at('gateway-1')).toBe('token_wrong_target');
+      expect(await at('gateway-5')).toBe('accepted');
+      expect(await at('gateway-2')).toBe('token_replayed');
+    } finally {
+      await store.close();
+    }
+    await expect(
+      issueTokens({ grants: [grant, { ...grant, sourceNode: CLUSTER_TARGET }] }, { keys }),
+    ).rejects.toMatchObject({
+      code: 'invalid_grant',
+      message: expect.stringContaining('grants.1.sourceNode'),
     });
   });
 

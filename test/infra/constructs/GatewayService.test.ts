@@ -113,6 +113,41 @@ describe('GatewayService', () => {
     expect(JSON.stringify(Object.values(outputs)[0]!.Value)).toContain('https://');
   });
 
+  it('gives the gateways the public URL moves redirect to: the load balancer, in its listener’s scheme', () => {
+    const publicUrl = (synth: Synthesized) => {
+      const [gateway] = containers(synth).filter((c) => c.Name === GATEWAY_CONTAINER);
+      return env(gateway!).STREAMHEAL_PUBLIC_URL;
+    };
+    const url = (synth: Synthesized) =>
+      Object.values(synth.template(synth.stacks.gateways).findOutputs('Url'))[0]!.Value;
+    const dnsName = { 'Fn::GetAtt': [expect.stringMatching(/LoadBalancer/), 'DNSName'] };
+    // TCP listener on 80: http:// (ws://) and the load balancer's name, the same as the output.
+    expect(publicUrl(dynamo)).toEqual({ 'Fn::Join': ['', ['http://', dnsName]] });
+    expect(url(dynamo)).toEqual(publicUrl(dynamo));
+    expect(publicUrl(etcd)).toEqual({ 'Fn::Join': ['', ['http://', dnsName]] });
+    // TLS on another port: https:// (wss://) and the port.
+    const arn = 'arn:aws:acm:eu-west-1:111122223333:certificate/abc';
+    const tls = synthStreamheal('dynamodb', {
+      props: { gateway: { certificateArn: arn, listenerPort: 8443 } },
+    });
+    expect(publicUrl(tls)).toEqual({ 'Fn::Join': ['', ['https://', dnsName, ':8443']] });
+    tls
+      .template(tls.stacks.gateways)
+      .hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', {
+        Protocol: 'TLS',
+        Port: 8443,
+      });
+    // The name the certificate is for, when given (checked and normalised as the gateway does).
+    const named = synthStreamheal('dynamodb', {
+      props: { gateway: { certificateArn: arn, publicUrl: 'wss://push.example.com/' } },
+    });
+    expect(publicUrl(named)).toBe('wss://push.example.com');
+    expect(url(named)).toBe('wss://push.example.com');
+    expect(() =>
+      synthStreamheal('dynamodb', { props: { gateway: { publicUrl: 'push.example.com' } } }),
+    ).toThrow(/is not a URL/);
+  });
+
   it('scales on CPU and on connections per task (active flows / healthy targets)', () => {
     const template = dynamo.template(dynamo.stacks.gateways);
     template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', {
