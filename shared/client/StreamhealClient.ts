@@ -43,6 +43,17 @@ import { TypedEmitter } from './events.js';
 type Handler<E> = { bivarianceHack(event: E): void }['bivarianceHack'];
 
 /** The part of the WHATWG WebSocket the SDK uses; browsers' and the `ws` package's fit. */
+/**
+ * The client pings only after hearing nothing from the gateway for `intervalMs`: longer than
+ * the gateway's ping interval (500 ms) plus its sweep's lateness (50 ms), so a client of a live
+ * gateway sends no pings of its own, and a frozen gateway is found dead within
+ * interval + 2 x probe + timeout = 1.4 s (`heartbeatDetectionBoundMs`).
+ */
+export const DEFAULT_CLIENT_HEARTBEAT: Readonly<HeartbeatOptions> = {
+  ...DEFAULT_HEARTBEAT,
+  intervalMs: 650,
+};
+
 export interface WebSocketLike {
   readonly readyState: number;
   /** Set to `'arraybuffer'` so binary (heartbeat) frames arrive as ArrayBuffer. */
@@ -74,7 +85,7 @@ export interface StreamhealClientOptions {
   connectTimeoutMs?: number;
   /**
    * The client's pings to the gateway (sent only after `intervalMs` without hearing from it):
-   * missing fields take the defaults (250 / 500 / 3);
+   * missing fields take `DEFAULT_CLIENT_HEARTBEAT` (650 / 125 / 500 / 3);
    * `false` sends none (the gateway's pings are answered either way).
    */
   heartbeat?: Partial<HeartbeatOptions> | false;
@@ -316,8 +327,8 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
     this.backoff = { ...SEED_BACKOFF, ...options.backoff };
     this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
     if (options.heartbeat !== false) {
-      const heartbeat = { ...DEFAULT_HEARTBEAT };
-      for (const key of ['intervalMs', 'timeoutMs', 'misses'] as const) {
+      const heartbeat = { ...DEFAULT_CLIENT_HEARTBEAT };
+      for (const key of ['intervalMs', 'probeMs', 'timeoutMs', 'misses'] as const) {
         const value = options.heartbeat?.[key];
         if (value === undefined) continue;
         if (!(Number.isFinite(value) && value > 0))

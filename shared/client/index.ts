@@ -3,6 +3,7 @@
  * import `createNodeClient` from the `node` entry point instead.
  */
 export {
+  DEFAULT_CLIENT_HEARTBEAT,
   StreamhealClient,
   StreamhealClientError,
   websocketEndpoint,

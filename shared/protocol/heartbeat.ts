@@ -135,15 +135,19 @@ let timeOrigin: number | undefined;
 // at once; L2 `misses` consecutive L1 -> the peer is degraded and declared dead; L3 is TCP's
 // (keepalive, TCP_USER_TIMEOUT) and lives with the sockets, not here.
 //
-// Pings overlap: one goes out every `intervalMs` whether or not the previous one was answered,
-// and each has its own `timeoutMs`. With an interval shorter than the timeout, the third
-// unanswered ping leaves two intervals after the first, so a peer that goes silent is declared
-// dead within interval + 2 x interval + timeout (1.25 s at the defaults), not interval + three
-// timeouts in a row (2.5 s with a 1 s interval).
+// A peer that answers gets one ping per `intervalMs`. A ping still unanswered after `probeMs`
+// makes the peer suspect: probes follow every `probeMs`, overlapping, each with its own
+// `timeoutMs`, until a pong (or any frame) comes back. So the third unanswered ping leaves two
+// probe periods after the first, and a peer that goes silent is declared dead within
+// interval + 2 x probe + timeout (1.25 s at the defaults) while a healthy connection carries
+// two heartbeat frames a second, not eight: every frame is garbage for the process to collect,
+// the memory a gateway holding many idle connections spends most on.
 
 export interface HeartbeatOptions {
-  /** A ping is sent this long after the previous scheduled one, answered or not. @default 250 */
+  /** While the peer answers, a ping is sent this long after the previous one. @default 500 */
   intervalMs: number;
+  /** While a ping is unanswered, another follows this long after it. @default 125 */
+  probeMs: number;
   /** L1: a ping unanswered this long counts as a miss and another is sent at once. @default 500 */
   timeoutMs: number;
   /** L2: this many consecutive misses declare the peer dead. @default 3 */
@@ -151,7 +155,8 @@ export interface HeartbeatOptions {
 }
 
 export const DEFAULT_HEARTBEAT: Readonly<HeartbeatOptions> = {
-  intervalMs: 250,
+  intervalMs: 500,
+  probeMs: 125,
   timeoutMs: 500,
   misses: 3,
 };
@@ -160,7 +165,7 @@ export const DEFAULT_HEARTBEAT: Readonly<HeartbeatOptions> = {
 export const HeartbeatStep = {
   /** Nothing due. */
   idle: 0,
-  /** Send a scheduled ping now. */
+  /** Send a ping now: the interval's, or a probe. */
   ping: 1,
   /** L1: an unanswered ping timed out (one more miss); send a ping again now. */
   resend: 2,
@@ -186,7 +191,7 @@ export class HeartbeatTable {
   private capacity = 0;
   private used = 0;
   private readonly free: number[] = [];
-  /** When the next scheduled ping is due; Infinity once the row is dead. */
+  /** When the next ping (the interval's or a probe) is due; Infinity once the row is dead. */
   private nextPingAt = new Float64Array(0);
   private startedAt = new Float64Array(0);
   private lastPongAt = new Float64Array(0);
@@ -205,7 +210,7 @@ export class HeartbeatTable {
   constructor(options: Readonly<HeartbeatOptions>) {
     if (!Number.isInteger(options.misses) || options.misses < 1 || options.misses > 255)
       throw new RangeError(`heartbeat misses must be an integer in 1..255, got ${options.misses}`);
-    for (const key of ['intervalMs', 'timeoutMs'] as const) {
+    for (const key of ['intervalMs', 'probeMs', 'timeoutMs'] as const) {
       if (!(Number.isFinite(options[key]) && options[key] > 0))
         throw new RangeError(`heartbeat ${key} must be a positive number, got ${options[key]}`);
     }
@@ -243,13 +248,14 @@ export class HeartbeatTable {
   /**
    * Advances the row to `now`. The caller sends a ping (timestamp `now`) on `ping` and
    * `resend`, counts an L1 timeout on `resend` and `miss`, and closes the connection on `dead`.
-   * A timeout sends a ping only when none is left in flight: a younger unanswered ping already
-   * probes the peer.
+   * A timeout sends a ping only when none is left in flight (a younger unanswered ping already
+   * probes the peer), and no more than `misses` pings are ever left unanswered: the last of
+   * them decides.
    */
   step(row: number, now: number): HeartbeatStep {
     const next = this.nextPingAt[row]!;
     if (next === Infinity) return HeartbeatStep.idle;
-    const { intervalMs, timeoutMs, misses } = this.options;
+    const { probeMs, timeoutMs, misses } = this.options;
     const base = row * misses;
     const unanswered = this.unanswered[row]!;
     let timedOut = this.timedOut[row]!;
@@ -260,25 +266,23 @@ export class HeartbeatTable {
       this.nextPingAt[row] = Infinity;
       return HeartbeatStep.dead;
     }
-    const scheduled = now >= next;
     const timeout = timedOut > before;
-    if (!scheduled && (!timeout || timedOut < unanswered))
+    const due = now >= next && unanswered < misses;
+    if (!due && !(timeout && timedOut === unanswered))
       return timeout ? HeartbeatStep.miss : HeartbeatStep.idle;
-    // The schedule keeps its own rhythm (a late sweep does not push later pings back), but
-    // after a stall of the caller it restarts from now instead of firing a burst.
-    if (scheduled)
-      this.nextPingAt[row] = next + intervalMs > now ? next + intervalMs : now + intervalMs;
-    if (unanswered < misses) {
-      this.sentAt[base + unanswered] = now;
-      this.unanswered[row] = unanswered + 1;
-    }
+    this.sentAt[base + unanswered] = now;
+    this.unanswered[row] = unanswered + 1;
+    // Unanswered so far: the next ping is a probe, unless a pong puts the row back on its
+    // interval first. Timed from now, so a stalled caller restarts without a burst.
+    this.nextPingAt[row] = now + probeMs;
     return timeout ? HeartbeatStep.resend : HeartbeatStep.ping;
   }
 
   /**
    * A pong echoing `timestampMs` arrived at `now`. Any pong for a ping of this row (a late one
-   * too) proves the peer alive. Returns the RTT sample, or -1 when the timestamp cannot be one
-   * of ours (before the row started, or in the future) or the row is dead.
+   * too) proves the peer alive, and the next ping is due an interval after the one it answers.
+   * Returns the RTT sample, or -1 when the timestamp cannot be one of ours (before the row
+   * started, or in the future) or the row is dead.
    */
   pong(row: number, now: number, timestampMs: number): number {
     if (
@@ -290,6 +294,7 @@ export class HeartbeatTable {
     const rtt = now - timestampMs;
     this.unanswered[row] = 0;
     this.timedOut[row] = 0;
+    this.nextPingAt[row] = timestampMs + this.options.intervalMs;
     this.lastPongAt[row] = now;
     this.lastHeardAt[row] = now;
     this.lastRtt[row] = rtt;
@@ -390,15 +395,15 @@ export class HeartbeatTable {
 /**
  * Upper bound on the time from a peer going silent to `dead`, when `step` runs at least every
  * `granularityMs` (the gateway's sweep; 0 for exact timers): the first ping after the silence
- * leaves within one interval; each further one within min(interval, timeout) of the previous
- * (the schedule or the resend after a timeout, whichever comes first); the last waits its
- * timeout; every check can be up to one granule late.
+ * leaves within one interval of the last one answered; each further one within
+ * min(probe, timeout) of the previous (the probe or the resend after a timeout, whichever comes
+ * first); the last waits its timeout; every check can be up to one granule late.
  */
 export function heartbeatDetectionBoundMs(options: HeartbeatOptions, granularityMs = 0): number {
-  const { intervalMs, timeoutMs, misses } = options;
+  const { intervalMs, probeMs, timeoutMs, misses } = options;
   return (
     intervalMs +
-    (misses - 1) * Math.min(intervalMs, timeoutMs) +
+    (misses - 1) * Math.min(probeMs, timeoutMs) +
     timeoutMs +
     (misses + 1) * granularityMs
   );

@@ -77,14 +77,16 @@ export const GatewayEnv = z.object({
   STREAMHEAL_SSE_RETRY_MS: int(1000),
   /**
    * Application heartbeat (seed 3.1, docs/protocol.md "Heartbeat"): the gateway pings every
-   * WebSocket client this often; 0 turns the gateway's pings off (clients' pings are still
-   * answered).
+   * WebSocket client that answers this often; 0 turns the gateway's pings off (clients' pings
+   * are still answered).
    */
   STREAMHEAL_HEARTBEAT_INTERVAL_MS: z.coerce
     .number()
     .int()
     .min(0)
     .default(DEFAULT_GATEWAY_HEARTBEAT.intervalMs),
+  /** A ping unanswered this long is followed by another (a probe), and so on until a pong. */
+  STREAMHEAL_HEARTBEAT_PROBE_MS: int(DEFAULT_GATEWAY_HEARTBEAT.probeMs),
   /** L1: a ping without a pong within this time is a miss; another is sent at once. */
   STREAMHEAL_PING_TIMEOUT_MS: int(DEFAULT_GATEWAY_HEARTBEAT.timeoutMs),
   /** L2: this many misses in a row mark the session degraded and close it as dead. */

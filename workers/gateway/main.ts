@@ -60,6 +60,7 @@ const gateway = await startGateway({
   sseRetryMs: env.STREAMHEAL_SSE_RETRY_MS,
   heartbeat: env.STREAMHEAL_HEARTBEAT_INTERVAL_MS > 0 && {
     intervalMs: env.STREAMHEAL_HEARTBEAT_INTERVAL_MS,
+    probeMs: env.STREAMHEAL_HEARTBEAT_PROBE_MS,
     timeoutMs: env.STREAMHEAL_PING_TIMEOUT_MS,
     misses: env.STREAMHEAL_HEARTBEAT_MISSES,
     sweepMs: env.STREAMHEAL_HEARTBEAT_SWEEP_MS,

@@ -9,12 +9,12 @@ import type { AddressInfo } from 'node:net';
 import { WebSocket } from 'ws';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
-  DEFAULT_HEARTBEAT,
   decodeHeartbeat,
   heartbeatClock,
   heartbeatDetectionBoundMs,
 } from '../../../shared/protocol/heartbeat.js';
 import {
+  DEFAULT_CLIENT_HEARTBEAT,
   StreamhealClient,
   type WebSocketConstructor,
   type WebSocketLike,
@@ -176,6 +176,7 @@ describe('client heartbeat', () => {
       });
     expect(make({ intervalMs: 0 })).toThrow(TypeError);
     expect(make({ timeoutMs: -5 })).toThrow(TypeError);
+    expect(make({ probeMs: 0 })).toThrow(TypeError);
     expect(make({ misses: 1.5 })).toThrow(TypeError);
     expect(make({ misses: Number.NaN })).toThrow(TypeError);
     expect(make({ intervalMs: 250 })).not.toThrow();
@@ -214,13 +215,13 @@ describe('client heartbeat', () => {
     );
     proxy.thaw();
 
-    const bound = heartbeatDetectionBoundMs(DEFAULT_HEARTBEAT);
+    const bound = heartbeatDetectionBoundMs(DEFAULT_CLIENT_HEARTBEAT);
     console.log(
       `frozen gateway (SDK side): declared dead ${detectedMs} ms after the freeze (bound ${bound} ms + timer delay)`,
     );
     // Messages arrived every few ms until the freeze, so the client's first ping left one
-    // interval after the freeze, and the third timed out two intervals and a timeout later.
-    expect(bound).toBe(1_250);
+    // interval after the freeze, and the third timed out two probes and a timeout later.
+    expect(bound).toBe(1_400);
     expect(detectedMs).toBeGreaterThanOrEqual(bound - 50);
     expect(detectedMs).toBeLessThanOrEqual(bound + 100);
     expect(recording.of('degraded')).toEqual([

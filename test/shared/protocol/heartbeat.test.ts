@@ -145,7 +145,7 @@ describe('heartbeat frame codec', () => {
 });
 
 describe('HeartbeatTable (tiers L1 and L2)', () => {
-  const slow = { intervalMs: 1_000, timeoutMs: 500, misses: 3 };
+  const slow = { intervalMs: 1_000, probeMs: 250, timeoutMs: 500, misses: 3 };
 
   it('pings every interval while pongs come back, and measures RTT', () => {
     const t = new HeartbeatTable(slow);
@@ -161,64 +161,78 @@ describe('HeartbeatTable (tiers L1 and L2)', () => {
     expect(t.nextDeadline(row)).toBe(12_000);
   });
 
-  it('L1: sends again at once after each timeout; L2: dead after three in a row', () => {
+  it('probes a ping left unanswered; L1 counts each timeout, L2 is the third in a row', () => {
     const t = new HeartbeatTable(slow);
     const row = t.add(0, 100);
     expect(t.step(row, 100)).toBe(HeartbeatStep.ping);
-    expect(t.nextDeadline(row)).toBe(600);
-    expect(t.step(row, 599)).toBe(HeartbeatStep.idle);
-    expect(t.step(row, 600)).toBe(HeartbeatStep.resend);
+    expect(t.nextDeadline(row)).toBe(350); // a probe, unless a pong comes first
+    expect(t.step(row, 349)).toBe(HeartbeatStep.idle);
+    expect(t.step(row, 350)).toBe(HeartbeatStep.ping);
+    expect(t.misses(row)).toBe(0);
+    expect(t.step(row, 600)).toBe(HeartbeatStep.resend); // the first timed out; the next probe
     expect(t.misses(row)).toBe(1);
-    expect(t.step(row, 1_050)).toBe(HeartbeatStep.idle); // each ping gets a full timeout
-    expect(t.step(row, 1_100)).toBe(HeartbeatStep.resend);
-    expect(t.step(row, 1_600)).toBe(HeartbeatStep.dead);
+    expect(t.step(row, 850)).toBe(HeartbeatStep.miss); // three unanswered: no fourth ping
+    expect(t.misses(row)).toBe(2);
+    expect(t.step(row, 1_099)).toBe(HeartbeatStep.idle); // each ping gets a full timeout
+    expect(t.step(row, 1_100)).toBe(HeartbeatStep.dead);
     expect(t.isDead(row)).toBe(true);
     expect(t.step(row, 5_000)).toBe(HeartbeatStep.idle);
-    expect(t.pong(row, 5_000, 1_100)).toBe(-1); // too late: stays dead
+    expect(t.pong(row, 5_000, 600)).toBe(-1); // too late: stays dead
   });
 
-  it('overlaps pings when the interval is shorter than the timeout (the default)', () => {
-    expect(DEFAULT_HEARTBEAT).toEqual({ intervalMs: 250, timeoutMs: 500, misses: 3 });
+  it('at the defaults: two pings a second, and a silent peer dead 1.25 s after its last pong', () => {
+    expect(DEFAULT_HEARTBEAT).toEqual({ intervalMs: 500, probeMs: 125, timeoutMs: 500, misses: 3 });
     const t = new HeartbeatTable(DEFAULT_HEARTBEAT);
     const row = t.add(0);
     expect(t.step(row, 0)).toBe(HeartbeatStep.ping);
-    expect(t.step(row, 250)).toBe(HeartbeatStep.ping); // the first is still unanswered
-    expect(t.misses(row)).toBe(0);
-    expect(t.step(row, 500)).toBe(HeartbeatStep.resend); // the first timed out
-    expect(t.step(row, 750)).toBe(HeartbeatStep.resend); // the second
+    t.pong(row, 2, 0); // the last pong; then silence
+    expect(t.step(row, 499)).toBe(HeartbeatStep.idle);
+    expect(t.step(row, 500)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 625)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 750)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 1_000)).toBe(HeartbeatStep.miss);
+    expect(t.step(row, 1_125)).toBe(HeartbeatStep.miss);
     expect(t.misses(row)).toBe(2);
-    expect(t.step(row, 999)).toBe(HeartbeatStep.idle);
-    expect(t.step(row, 1_000)).toBe(HeartbeatStep.dead); // the third: 1 s after the first ping
+    expect(t.step(row, 1_249)).toBe(HeartbeatStep.idle);
+    expect(t.step(row, 1_250)).toBe(HeartbeatStep.dead);
   });
 
   it('on a timeout sends again only when no younger ping is in flight', () => {
-    const t = new HeartbeatTable({ intervalMs: 300, timeoutMs: 150, misses: 3 });
+    const t = new HeartbeatTable({ intervalMs: 1_000, probeMs: 300, timeoutMs: 400, misses: 3 });
     const row = t.add(0);
     expect(t.step(row, 0)).toBe(HeartbeatStep.ping);
-    expect(t.step(row, 160)).toBe(HeartbeatStep.resend); // nothing else in flight
-    expect(t.step(row, 300)).toBe(HeartbeatStep.ping); // the schedule
-    expect(t.step(row, 310)).toBe(HeartbeatStep.miss); // the resend timed out; 300 still waits
+    expect(t.step(row, 300)).toBe(HeartbeatStep.ping); // the probe
+    expect(t.step(row, 400)).toBe(HeartbeatStep.miss); // the first timed out; 300 still waits
+    expect(t.step(row, 600)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 700)).toBe(HeartbeatStep.miss);
     expect(t.misses(row)).toBe(2);
-    expect(t.step(row, 450)).toBe(HeartbeatStep.dead);
+    expect(t.step(row, 1_000)).toBe(HeartbeatStep.dead);
     expect(t.lastHeard(row)).toBe(0);
+
+    const lone = new HeartbeatTable({ intervalMs: 1_000, probeMs: 300, timeoutMs: 150, misses: 2 });
+    const r = lone.add(0);
+    expect(lone.step(r, 0)).toBe(HeartbeatStep.ping);
+    expect(lone.step(r, 160)).toBe(HeartbeatStep.resend); // nothing else in flight
+    expect(lone.step(r, 310)).toBe(HeartbeatStep.dead);
   });
 
-  it('a late pong (for an earlier ping) resets the misses', () => {
+  it('a late pong (for an earlier ping) resets the misses and the interval', () => {
     const t = new HeartbeatTable(slow);
     const row = t.add(0);
     t.step(row, 0);
+    expect(t.step(row, 250)).toBe(HeartbeatStep.ping);
     expect(t.step(row, 500)).toBe(HeartbeatStep.resend);
-    expect(t.step(row, 1_000)).toBe(HeartbeatStep.resend);
-    expect(t.pong(row, 1_200, 0)).toBe(1_200);
+    expect(t.pong(row, 600, 0)).toBe(600);
     expect(t.misses(row)).toBe(0);
-    expect(t.step(row, 1_200)).toBe(HeartbeatStep.idle); // the ping at 1000 was the scheduled one
-    expect(t.step(row, 2_000)).toBe(HeartbeatStep.ping);
+    expect(t.step(row, 999)).toBe(HeartbeatStep.idle); // the probes in flight no longer count
+    expect(t.step(row, 1_000)).toBe(HeartbeatStep.ping); // an interval after the answered ping
   });
 
   it('any other frame from the peer proves it alive and postpones our next ping', () => {
     const t = new HeartbeatTable(slow);
     const row = t.add(0);
     t.step(row, 0);
+    t.step(row, 250);
     expect(t.step(row, 500)).toBe(HeartbeatStep.resend);
     t.heard(row, 700);
     expect(t.misses(row)).toBe(0);
@@ -235,7 +249,7 @@ describe('HeartbeatTable (tiers L1 and L2)', () => {
     t.step(row, 1_000);
     expect(t.pong(row, 1_010, 999)).toBe(-1); // before it started
     expect(t.pong(row, 1_010, 1_011)).toBe(-1); // from the future
-    expect(t.nextDeadline(row)).toBe(1_500); // still waiting for its pong
+    expect(t.nextDeadline(row)).toBe(1_250); // still unanswered: a probe is due
   });
 
   it('a pause of the detector itself counts as one miss, not three', () => {
@@ -243,11 +257,11 @@ describe('HeartbeatTable (tiers L1 and L2)', () => {
     const row = t.add(0);
     t.step(row, 0);
     expect(t.pong(row, 1, 0)).toBe(1);
-    t.step(row, 250);
+    t.step(row, 500);
     expect(t.step(row, 60_000)).toBe(HeartbeatStep.resend);
     expect(t.misses(row)).toBe(1);
-    expect(t.step(row, 60_100)).toBe(HeartbeatStep.idle); // no burst of missed schedule
-    expect(t.nextDeadline(row)).toBe(60_250);
+    expect(t.step(row, 60_100)).toBe(HeartbeatStep.idle); // no burst of missed probes
+    expect(t.nextDeadline(row)).toBe(60_125);
   });
 
   it('keeps rows independent and reuses removed ones', () => {
@@ -267,12 +281,13 @@ describe('HeartbeatTable (tiers L1 and L2)', () => {
     expect(() => new HeartbeatTable({ ...slow, misses: 0 })).toThrow(RangeError);
     expect(() => new HeartbeatTable({ ...slow, misses: 1.5 })).toThrow(RangeError);
     expect(() => new HeartbeatTable({ ...slow, timeoutMs: 0 })).toThrow(RangeError);
+    expect(() => new HeartbeatTable({ ...slow, probeMs: -1 })).toThrow(RangeError);
     expect(() => new HeartbeatTable({ ...slow, intervalMs: Number.NaN })).toThrow(RangeError);
   });
 
   it('documents the detection bound', () => {
-    expect(heartbeatDetectionBoundMs(slow)).toBe(2_500);
-    expect(heartbeatDetectionBoundMs(slow, 100)).toBe(2_900);
+    expect(heartbeatDetectionBoundMs(slow)).toBe(2_000);
+    expect(heartbeatDetectionBoundMs(slow, 100)).toBe(2_400);
     expect(heartbeatDetectionBoundMs(DEFAULT_HEARTBEAT)).toBe(1_250);
     expect(heartbeatDetectionBoundMs(DEFAULT_HEARTBEAT, 50)).toBe(1_450);
   });
@@ -282,6 +297,7 @@ describe('HeartbeatTable (tiers L1 and L2)', () => {
       fc.property(
         fc.record({
           intervalMs: fc.integer({ min: 50, max: 2_000 }),
+          probeMs: fc.integer({ min: 10, max: 2_000 }),
           timeoutMs: fc.integer({ min: 50, max: 2_000 }),
           misses: fc.integer({ min: 1, max: 5 }),
         }),
@@ -311,6 +327,37 @@ describe('HeartbeatTable (tiers L1 and L2)', () => {
         },
       ),
       { numRuns: 500 },
+    );
+  });
+
+  it('sends one ping per interval to a peer that answers within the probe time, and never declares it dead', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 50, max: 1_000 }), // interval
+        fc.integer({ min: 20, max: 500 }), // probe
+        fc.integer({ min: 1, max: 10 }), // step granularity
+        fc.double({ min: 0, max: 0.9, noNaN: true }), // RTT as a share of the probe time
+        (intervalMs, probeMs, granularity, rttShare) => {
+          const t = new HeartbeatTable({ intervalMs, probeMs, timeoutMs: 500, misses: 3 });
+          const row = t.add(0);
+          const rtt = Math.floor((probeMs - granularity) * rttShare);
+          const inFlight: number[] = [];
+          let pings = 0;
+          const span = 10 * intervalMs;
+          for (let now = 0; now < span; now += granularity) {
+            while (inFlight.length > 0 && now >= inFlight[0]! + rtt)
+              t.pong(row, now, inFlight.shift()!);
+            const step = t.step(row, now);
+            expect(step === HeartbeatStep.ping || step === HeartbeatStep.idle).toBe(true);
+            if (step === HeartbeatStep.ping) {
+              pings++;
+              inFlight.push(now);
+            }
+          }
+          expect(pings).toBeLessThanOrEqual(Math.ceil(span / intervalMs));
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });
