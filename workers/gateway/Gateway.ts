@@ -47,6 +47,7 @@ import {
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { SseStream, parseSseRequest } from './SseStream.js';
 import { WsSession } from './WsSession.js';
+import { releaseFinishedFragments } from './wsRetention.js';
 
 export interface GatewayOptions {
   nodeId: string;
@@ -212,6 +213,7 @@ export class Gateway implements GatewayContext, ControlTarget {
     this.server = createServer((req, res) => void this.route(req, res));
     this.server.keepAliveTimeout = 65_000;
     this.server.on('connection', (socket: Socket) => this.tuneSocket(socket));
+    releaseFinishedFragments();
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: this.limits.maxFrameBytes,
