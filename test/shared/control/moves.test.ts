@@ -166,7 +166,7 @@ describe('GatewayMoveExecutor', () => {
       balancer.register('c', c.port);
       const publisher = keepPublishing(b, 'live');
       await until(() => recordings.every((r) => r.positions('live').length >= 5), 'messages');
-      const executor = new GatewayMoveExecutor(cluster.store, keyRing, { ttlMs: 2_000 });
+      const executor = new GatewayMoveExecutor(cluster.store, keyRing, { ttlMs: 3_000 });
       // The load balancer routes in turn over a, b, c: one move comes back to A and is refused.
       const moved = await executor.moveSessions(
         'gw-1',
