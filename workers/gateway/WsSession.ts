@@ -44,17 +44,21 @@ const TOKEN_REFUSALS = new Set<string | undefined>([
 /** Refused requests in a row after which a client is closed as rate limited. */
 const MAX_CONSECUTIVE_REFUSALS = 100;
 const BINARY = { binary: true } as const;
+const HANDLED: Promise<void> = Promise.resolve();
 
 export class WsSession implements SubscriptionSink {
   private session: string = randomUUID();
   private readonly subscriptions = new Map<string, Subscription>();
-  /** Request ids of subscribe requests in flight, so the `subscribed` answer can echo them. */
-  private readonly requestIds = new Map<Subscription, RequestId>();
+  /**
+   * Request ids of subscribe requests in flight, so the `subscribed` answer can echo them.
+   * Created on first use, like `closeWaiters`: an idle connection holds neither.
+   */
+  private requestIds?: Map<Subscription, RequestId>;
   private readonly bucket: TokenBucket;
   private refusals = 0;
   private closed = false;
   /** Requests are handled one after another, in the order the client sent them. */
-  private handling: Promise<void> = Promise.resolve();
+  private handling: Promise<void> = HANDLED;
   /** The session's row in the gateway's heartbeat tables (seed 3.1); -1: not pinged. */
   heartbeatRow = -1;
   /** The gateway's heartbeat sweep lane holding this session; -1: none. */
@@ -67,7 +71,7 @@ export class WsSession implements SubscriptionSink {
    */
   private deliveryPaused = false;
   /** Moves in progress waiting for this connection to close. */
-  private readonly closeWaiters = new Set<() => void>();
+  private closeWaiters?: Set<() => void>;
   readonly fastPath = new FastPathState();
 
   constructor(
@@ -152,14 +156,14 @@ export class WsSession implements SubscriptionSink {
     this.send({ type: 'redirect', ...target, ttlMs });
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.closeWaiters.delete(done);
+        this.closeWaiters?.delete(done);
         resolve(false);
       }, ttlMs);
       const done = () => {
         clearTimeout(timer);
         resolve(true);
       };
-      this.closeWaiters.add(done);
+      (this.closeWaiters ??= new Set()).add(done);
     });
   }
 
@@ -284,7 +288,7 @@ export class WsSession implements SubscriptionSink {
     }
     const subscription = new Subscription(channel, this);
     if (this.deliveryPaused) this.gateway.hub.pause(subscription);
-    this.requestIds.set(subscription, id);
+    if (id !== undefined) (this.requestIds ??= new Map()).set(subscription, id);
     this.subscriptions.set(channel, subscription);
     try {
       await this.gateway.hub.subscribe(subscription, after);
@@ -295,7 +299,8 @@ export class WsSession implements SubscriptionSink {
       this.error(id, this.errorBody(channel, error));
       return false;
     } finally {
-      this.requestIds.delete(subscription);
+      this.requestIds?.delete(subscription);
+      if (this.requestIds?.size === 0) this.requestIds = undefined;
     }
   }
 
@@ -358,8 +363,8 @@ export class WsSession implements SubscriptionSink {
 
   private onClose(code: number): void {
     this.closed = true;
-    for (const waiter of this.closeWaiters) waiter();
-    this.closeWaiters.clear();
+    if (this.closeWaiters) for (const waiter of this.closeWaiters) waiter();
+    this.closeWaiters = undefined;
     for (const subscription of this.subscriptions.values())
       this.gateway.hub.unsubscribe(subscription);
     this.subscriptions.clear();
@@ -369,7 +374,7 @@ export class WsSession implements SubscriptionSink {
   // Output helpers
 
   private pendingId(subscription: Subscription): { id?: RequestId } {
-    const id = this.requestIds.get(subscription);
+    const id = this.requestIds?.get(subscription);
     return id === undefined ? {} : { id };
   }
 
