@@ -217,7 +217,9 @@ type Request =
 interface Move {
   readonly ws: WebSocketLike;
   readonly url: string;
-  readonly node: string;
+  /** The target's node id: the redirect's, then the one its `welcome` names (a redirect
+   * through a load balancer names no node: "*"). */
+  node: string;
   readonly token: string;
   readonly timer: Timer;
   /** Id of the `resume` sent on it, once welcomed. */
@@ -825,6 +827,7 @@ export class StreamhealClient extends TypedEmitter<StreamhealClientEvents> {
       return this.abandonMove('unreadable frame from the target');
     }
     if (frame.type === 'welcome' && move.resumeId === undefined) {
+      if (typeof frame.node === 'string') move.node = frame.node;
       move.resumeId = this.nextId++;
       const channels: Record<string, number> = {};
       for (const state of this.channelStates.values())
