@@ -72,7 +72,8 @@ export type ServerFrame =
    * A planned move (make-before-break): open `url`, send `resume` there with `token` and the
    * positions held, and close this connection once `resumed` arrives. Until then this
    * connection keeps delivering; a move not completed within `ttlMs` is abandoned and the
-   * session stays here.
+   * session stays here. `node` is the target gateway, or `*` when `url` is the cluster's
+   * public endpoint (a load balancer picks the gateway; its `welcome` names it).
    */
   | { type: 'redirect'; url: string; node: string; token: string; ttlMs: number }
   | ({ type: 'error'; id?: RequestId } & ErrorBody);

@@ -291,7 +291,8 @@ export async function runDetection(options: DetectionOptions = {}): Promise<void
   const hb = gateway.heartbeat!;
   const bound = heartbeatDetectionBoundMs(hb, hb.sweepMs);
   log(
-    `gateway ${gateway.url}: heartbeat interval ${hb.intervalMs} ms, timeout ${hb.timeoutMs} ms, ` +
+    `gateway ${gateway.url}: heartbeat interval ${hb.intervalMs} ms, probe ${hb.probeMs} ms, ` +
+      `timeout ${hb.timeoutMs} ms, ` +
       `${hb.misses} misses, sweep ${hb.sweepMs} ms (L2 bound ${bound} ms); defaults: ` +
       `${JSON.stringify(DEFAULT_HEARTBEAT)} / sweep ${DEFAULT_GATEWAY_HEARTBEAT.sweepMs} ms`,
   );

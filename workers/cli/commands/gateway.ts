@@ -9,6 +9,7 @@ export const gateway: Command = {
 
 Runs one gateway in this process until SIGINT / SIGTERM. Configured by the environment:
   STREAMHEAL_NODE_ID            node id (default gateway-1)
+  STREAMHEAL_PUBLIC_URL         the cluster's public endpoint behind a load balancer (moves redirect there)
   STREAMHEAL_HOST, STREAMHEAL_PORT   address to listen on (default 127.0.0.1:8081)
   STREAMHEAL_CLUSTER_SECRET     resume-token key, and control link secret (required with link)
   STREAMHEAL_PUBLISH_KEY        bearer key of POST /v1/publish (generated and logged when unset)
