@@ -2,7 +2,6 @@
  * Gateway process entry: configuration from the environment (see config.ts), the store and bus
  * it names, and a clean stop on SIGTERM / SIGINT.
  */
-import './heapProfile.js'; // first: V8 heap settings apply before the heap grows
 import { randomBytes } from 'node:crypto';
 import { createLogger } from '../../shared/telemetry/logger.js';
 import { initTracing, shutdownTracing } from '../../shared/telemetry/tracing.js';
