@@ -140,9 +140,9 @@ let timeOrigin: number | undefined;
 // `timeoutMs`, until a pong (or any frame) comes back. So the third unanswered ping leaves two
 // probe periods after the first, and a peer that goes silent is declared dead within
 // interval + 2 x probe + timeout (1.25 s at the defaults) while a healthy connection carries
-// four heartbeat frames a second (two pings, two pongs), not the eight that overlapping pings
-// every 250 ms need for the same bound: every frame is garbage for the process to collect,
-// which is what a gateway holding many idle connections spends most of its memory on.
+// four heartbeat frames a second (two pings, two pongs), half of what overlapping pings every
+// 250 ms need for the same bound: half the work and bandwidth for a gateway holding many
+// mostly idle connections.
 
 export interface HeartbeatOptions {
   /** While the peer answers, a ping is sent this long after the previous one. @default 500 */
