@@ -9,10 +9,17 @@
  * A rotation adds the new key first in the secret; cached rings pick it up within the cache
  * time, and tokens signed by the old key verify while it stays in the ring.
  */
-import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
+import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { StreamhealError } from '../../shared/errors.js';
 import { keyRingFromSecret, type KeyRing } from '../../shared/tokens.js';
 import type { Logger } from '../../shared/telemetry/logger.js';
+import {
+  cacheMsFromEnv,
+  parseJsonQuietly,
+  readSecretString,
+  Refreshing,
+  secretsManagerClient,
+} from '../secrets.js';
 
 export class KeyRingConfigError extends StreamhealError {
   constructor(message: string, options?: ErrorOptions) {
@@ -32,18 +39,22 @@ export interface KeyRingSourceOptions {
 
 export class KeyRingSource {
   private readonly env: NodeJS.ProcessEnv;
-  private readonly now: () => number;
-  private readonly cacheMs: number;
-  private cached?: { ring: KeyRing; at: number };
-  private loading?: Promise<KeyRing>;
+  private readonly ring: Refreshing<KeyRing>;
   private client?: SecretsManagerClient;
 
   constructor(private readonly options: KeyRingSourceOptions = {}) {
     this.env = options.env ?? process.env;
-    this.now = options.now ?? Date.now;
-    const fromEnv = Number(this.env.STREAMHEAL_TOKEN_KEYS_CACHE_MS);
-    this.cacheMs =
-      options.cacheMs ?? (Number.isFinite(fromEnv) && fromEnv >= 0 ? fromEnv : 300_000);
+    this.ring = new Refreshing({
+      load: () => this.load(),
+      cacheMs: options.cacheMs ?? cacheMsFromEnv(this.env.STREAMHEAL_TOKEN_KEYS_CACHE_MS, 300_000),
+      ...(options.now ? { now: options.now } : {}),
+      // A secret that cannot be read right now: keep signing with the ring we had.
+      onStale: (error) =>
+        this.options.logger?.warn(
+          { err: error },
+          'token key ring not refreshed; using the cached one',
+        ),
+    });
   }
 
   /** Where the ring comes from: `env`, `secretsmanager` or `cluster-secret`. */
@@ -53,24 +64,8 @@ export class KeyRingSource {
     return 'cluster-secret';
   }
 
-  async get(): Promise<KeyRing> {
-    if (this.cached && this.now() - this.cached.at < this.cacheMs) return this.cached.ring;
-    this.loading ??= this.load().finally(() => (this.loading = undefined));
-    try {
-      const ring = await this.loading;
-      this.cached = { ring, at: this.now() };
-      return ring;
-    } catch (error) {
-      // A secret that cannot be read right now: keep signing with the ring we had.
-      if (this.cached) {
-        this.options.logger?.warn(
-          { err: error },
-          'token key ring not refreshed; using the cached one',
-        );
-        return this.cached.ring;
-      }
-      throw error;
-    }
+  get(): Promise<KeyRing> {
+    return this.ring.get();
   }
 
   private async load(): Promise<KeyRing> {
@@ -98,20 +93,19 @@ export class KeyRingSource {
         return secret;
       }
       case 'secretsmanager': {
-        this.client ??= this.options.secretsManager ?? new SecretsManagerClient({});
+        this.client ??= this.options.secretsManager ?? secretsManagerClient();
         const arn = this.env.STREAMHEAL_TOKEN_KEYS_SECRET_ARN!;
-        let answer;
+        let text;
         try {
-          answer = await this.client.send(new GetSecretValueCommand({ SecretId: arn }));
+          text = await readSecretString(this.client, arn);
         } catch (error) {
-          throw new KeyRingConfigError(`reading ${arn}: ${(error as Error).message}`, {
-            cause: error,
-          });
+          throw new KeyRingConfigError((error as Error).message, { cause: error });
         }
-        const text = answer.SecretString;
-        if (!text) throw new KeyRingConfigError(`${arn} has no SecretString`);
         if (text.trimStart().startsWith('{')) {
-          const keys = (JSON.parse(text) as { keys?: unknown }).keys;
+          // Quietly: a syntax error's message would quote the keys.
+          const parsed = parseJsonQuietly(text);
+          if (!parsed.ok) throw new KeyRingConfigError(`${arn}: ${parsed.error}`);
+          const keys = (parsed.value as { keys?: unknown } | null)?.keys;
           if (typeof keys !== 'string') throw new KeyRingConfigError(`${arn}: JSON without "keys"`);
           return keys;
         }

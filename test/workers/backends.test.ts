@@ -25,7 +25,7 @@ import {
   openBackends,
   type Backends,
 } from '../../workers/backends.js';
-import { SecretsManagerEndpoint } from '../functions/tokens/secretsManagerEndpoint.js';
+import { SecretsManagerEndpoint } from '../support/secretsManagerEndpoint.js';
 import { startDynalite, type Dynalite } from '../support/dynalite.js';
 import { EventBridgeEndpoint } from '../support/eventBridgeEndpoint.js';
 

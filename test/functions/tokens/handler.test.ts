@@ -10,7 +10,7 @@ import { MemoryStore } from '../../../shared/store/MemoryStore.js';
 import { keyRingFromSecret } from '../../../shared/tokens.js';
 import { handler, issueTokens } from '../../../functions/tokens/handler.js';
 import { KeyRingSource } from '../../../functions/tokens/keyRing.js';
-import { SecretsManagerEndpoint } from './secretsManagerEndpoint.js';
+import { SecretsManagerEndpoint } from '../../support/secretsManagerEndpoint.js';
 
 const K1 = 'k1:first-secret-0123456789';
 const K2 = 'k2:second-secret-0123456789';
