@@ -4,9 +4,15 @@
  *
  * Entries: a decision event (EventBridge rule `streamheal-alerts-decisions`, or the local
  * router) is delivered; a scheduled event (`source: aws.events`, `Scheduled Event`) or
- * `{ "action": "redeliver" }` sends the dead letters again. Targets come from
- * STREAMHEAL_ALERT_TARGETS / STREAMHEAL_ALERT_TARGETS_FILE (none by default); retries from
+ * `{ "action": "redeliver" }` sends the dead letters again. Targets (receivers) come from a
+ * Secrets Manager secret named by STREAMHEAL_ALERT_TARGETS_SECRET_ARN (re-read every
+ * STREAMHEAL_ALERT_TARGETS_CACHE_MS, 5 min), or STREAMHEAL_ALERT_TARGETS /
+ * STREAMHEAL_ALERT_TARGETS_FILE (receivers.ts; none by default); retries from
  * STREAMHEAL_ALERT_MAX_ATTEMPTS, _BACKOFF_BASE_MS, _TIMEOUT_MS (alertDeliveryFromEnv).
+ *
+ * Failed deliveries are dead-lettered in the store, not thrown. Receivers that cannot be known
+ * (the secret unreadable at first read, or malformed) are thrown: the invocation fails, so Lambda
+ * retries it and then puts it in the function's dead-letter queue, and the Errors alarm fires.
  */
 import type { EventBridgeEvent } from '../../shared/bus/eventBridgeEntry.js';
 import { fromEventBridgeEvent } from '../../shared/bus/eventBridgeEntry.js';
@@ -18,8 +24,9 @@ import {
   type DeliveryReport,
   type RedeliveryReport,
 } from '../../shared/control/alerts/AlertDelivery.js';
-import { alertDeliveryFromEnv, alertTargetsFromEnv } from '../../shared/control/alerts/targets.js';
+import { alertDeliveryFromEnv } from '../../shared/control/alerts/targets.js';
 import { lambdaDeps } from '../runtime.js';
+import { AlertReceivers } from './receivers.js';
 
 export type AlertDeps = AlertDeliveryOptions;
 
@@ -48,24 +55,41 @@ export function alertsRunner(deps: AlertDeps): RouteHandler {
   };
 }
 
-let lambda: AlertDeps | undefined;
+interface LambdaState {
+  receivers: AlertReceivers;
+  settings: ReturnType<typeof alertDeliveryFromEnv>;
+  /** Rebuilt when the receivers change (an edited secret), kept while they do not. */
+  deps?: AlertDeps;
+}
+
+let lambda: LambdaState | undefined;
 
 export type AlertsInput = EventBridgeEvent | { action: 'redeliver' };
 
 export async function handler(input: AlertsInput): Promise<DeliveryReport[] | RedeliveryReport> {
   const base = lambdaDeps('alerts');
   lambda ??= {
-    store: base.store,
-    logger: base.logger,
-    targets: alertTargetsFromEnv(),
-    ...alertDeliveryFromEnv(),
+    receivers: new AlertReceivers({ logger: base.logger }),
+    settings: alertDeliveryFromEnv(),
   };
+  // Throws when the receivers cannot be known: the event is retried, not acknowledged.
+  const targets = await lambda.receivers.get();
+  if (lambda.deps?.targets !== targets) {
+    lambda.deps = { store: base.store, logger: base.logger, targets, ...lambda.settings };
+  }
+  const deps = lambda.deps;
   if (
     'action' in input ||
     (input.source === 'aws.events' && input['detail-type'] === 'Scheduled Event')
   ) {
-    return redeliverAlerts(lambda);
+    return redeliverAlerts(deps);
   }
   // Failures are dead-lettered, not thrown: a Lambda retry would only repeat what the queue holds.
-  return alerts(fromEventBridgeEvent(input), lambda);
+  return alerts(fromEventBridgeEvent(input), deps);
+}
+
+/** Forgets what `handler` read and made (tests; a Lambda runtime just freezes). */
+export function closeAlertsLambda(): void {
+  lambda?.receivers.close();
+  lambda = undefined;
 }
