@@ -5,9 +5,9 @@
  * exactly once while a publisher keeps publishing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createNodeClient } from '../../shared/client/node.js';
+import { DEFAULT_CLIENT_HEARTBEAT, createNodeClient } from '../../shared/client/node.js';
 import type { StreamhealClient } from '../../shared/client/StreamhealClient.js';
-import { DEFAULT_HEARTBEAT, heartbeatDetectionBoundMs } from '../../shared/protocol/heartbeat.js';
+import { heartbeatDetectionBoundMs } from '../../shared/protocol/heartbeat.js';
 import { startClusterProcess, type ClusterProcess } from '../support/cluster.js';
 import { eventually, isAlive } from '../support/processes.js';
 
@@ -67,15 +67,15 @@ describe('heartbeat on the local cluster (real processes)', () => {
     expect(degraded?.payload).toMatchObject({ url: victimUrl, reason: 'heartbeat', misses: 3 });
     expect(disconnected?.payload).toMatchObject({ url: victimUrl, code: 1006 });
     const detectedMs = degraded!.at - frozenAt;
-    const bound = heartbeatDetectionBoundMs(DEFAULT_HEARTBEAT);
+    const bound = heartbeatDetectionBoundMs(DEFAULT_CLIENT_HEARTBEAT);
     console.log(
       `frozen gateway process: SDK declared it dead ${detectedMs.toFixed(0)} ms after SIGSTOP ` +
         `(bound ${bound} ms; ${(degraded!.payload as { silentMs: number }).silentMs} ms since the last pong), ` +
         `resumed on another gateway ${(resumedAt - frozenAt).toFixed(0)} ms after SIGSTOP; ${published} messages`,
     );
-    // The third unanswered ping leaves two intervals after the first and waits its timeout.
-    const { intervalMs, timeoutMs } = DEFAULT_HEARTBEAT;
-    expect(detectedMs).toBeGreaterThanOrEqual(2 * intervalMs + timeoutMs - 50);
+    // The third unanswered ping leaves two probes after the first and waits its timeout.
+    const { probeMs, timeoutMs } = DEFAULT_CLIENT_HEARTBEAT;
+    expect(detectedMs).toBeGreaterThanOrEqual(2 * probeMs + timeoutMs - 50);
     expect(detectedMs).toBeLessThanOrEqual(bound + 150);
     expect(received).toEqual(range(1, published));
     expect(c.stats).toMatchObject({ duplicates: 0, gaps: 0, heartbeatTimeouts: 1, resumes: 1 });
