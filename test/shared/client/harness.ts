@@ -99,6 +99,26 @@ export class Cluster {
     return ((await response.json()) as { position: number }).position;
   }
 
+  /** Publishes through `via` every few ms until stopped; `stop` resolves with the last position. */
+  keepPublishing(via: TestGateway, channel: string): { stop: () => Promise<number> } {
+    let stop = false;
+    let last = 0;
+    const done = (async () => {
+      while (!stop) {
+        last = await this.publish(via, channel, { n: last });
+        await sleep(3);
+      }
+    })();
+    done.catch(() => undefined); // a failed test leaves it running: stop() still reports it
+    return {
+      stop: async () => {
+        stop = true;
+        await done;
+        return last;
+      },
+    };
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.clients].map((client) => client.close()));
     await Promise.all([...this.gateways].map((gateway) => gateway.close()));

@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayMoveExecutor } from '../../../shared/control/moves.js';
 import { USED_TOKEN_PREFIX } from '../../../shared/redirectTokens.js';
 import { initTracing, shutdownTracing } from '../../../shared/telemetry/tracing.js';
-import { Cluster, keyRing, range, sleep, until, type TestGateway } from '../client/harness.js';
+import { Cluster, keyRing, range, until } from '../client/harness.js';
 import { TestLoadBalancer } from '../../workers/gateway/control/loadBalancer.js';
 import { register } from './helpers.js';
 
@@ -123,26 +123,6 @@ describe('GatewayMoveExecutor', () => {
     let balancer: TestLoadBalancer;
     afterEach(() => balancer.close());
 
-    /** Publishes through `via` every few ms until stopped; resolves with the last position. */
-    function keepPublishing(via: TestGateway, channel: string) {
-      let stop = false;
-      let last = 0;
-      const done = (async () => {
-        while (!stop) {
-          last = await cluster.publish(via, channel, { n: last });
-          await sleep(3);
-        }
-      })();
-      done.catch(() => undefined); // a failed test leaves it running: stop() still reports it
-      return {
-        stop: async () => {
-          stop = true;
-          await done;
-          return last;
-        },
-      };
-    }
-
     async function threeGatewaysBehindTheBalancer() {
       cluster = new Cluster();
       balancer = await TestLoadBalancer.start();
@@ -164,7 +144,7 @@ describe('GatewayMoveExecutor', () => {
       // The isolated gateway stays registered, as an unhealthy NLB target may still be.
       balancer.register('b', b.port);
       balancer.register('c', c.port);
-      const publisher = keepPublishing(b, 'live');
+      const publisher = cluster.keepPublishing(b, 'live');
       await until(() => recordings.every((r) => r.positions('live').length >= 5), 'messages');
       const executor = new GatewayMoveExecutor(cluster.store, keyRing, { ttlMs: 3_000 });
       // The load balancer routes in turn over a, b, c: one move comes back to A and is refused.
@@ -202,7 +182,7 @@ describe('GatewayMoveExecutor', () => {
       const { client } = recording;
       await client.connect();
       await client.subscribe('live');
-      const publisher = keepPublishing(b, 'live');
+      const publisher = cluster.keepPublishing(b, 'live');
       await until(() => recording.positions('live').length >= 10, 'messages on A');
       balancer.routeNextTo('a', a.port);
       const executor = new GatewayMoveExecutor(cluster.store, keyRing, { ttlMs: 1_000 });

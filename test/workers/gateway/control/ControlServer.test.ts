@@ -19,7 +19,6 @@ import {
   Cluster,
   keyRing,
   range,
-  sleep,
   until,
   type TestGateway,
 } from '../../../shared/client/harness.js';
@@ -38,25 +37,6 @@ describe('gateway control service', () => {
     const client = new GatewayControlClient(gateway.gateway.controlAddress!, ring);
     clients.push(client);
     return client;
-  }
-
-  /** Publishes through `via` every few ms until stopped; resolves with the last position. */
-  function keepPublishing(via: TestGateway, channel: string) {
-    let stop = false;
-    let last = 0;
-    const done = (async () => {
-      while (!stop) {
-        last = await cluster.publish(via, channel, { n: last });
-        await sleep(3);
-      }
-    })();
-    return {
-      stop: async () => {
-        stop = true;
-        await done;
-        return last;
-      },
-    };
   }
 
   async function redirectToken(session: string, from: TestGateway, to: TestGateway) {
@@ -126,7 +106,7 @@ describe('gateway control service', () => {
     const { client } = recording;
     await client.connect();
     await client.subscribe('live');
-    const publisher = keepPublishing(b, 'live');
+    const publisher = cluster.keepPublishing(b, 'live');
     await until(() => recording.positions('live').length >= 20, '20 messages on A');
     const results: MigrateResult[] = [];
     const token = await redirectToken(client.session!, a, b);
@@ -245,7 +225,7 @@ describe('gateway control service', () => {
       await client.connect();
       await client.subscribe('live');
     }
-    const publisher = keepPublishing(b, 'live');
+    const publisher = cluster.keepPublishing(b, 'live');
     await until(() => recordings.every((r) => r.positions('live').length >= 5), 'messages');
     const reply = await control(a).drain(5_000);
     expect(reply).toEqual({ moved: 6, closed: 0 });

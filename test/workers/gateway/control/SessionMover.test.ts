@@ -8,7 +8,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { USED_TOKEN_PREFIX } from '../../../../shared/redirectTokens.js';
-import { Cluster, range, sleep, until, type TestGateway } from '../../../shared/client/harness.js';
+import { Cluster, range, until } from '../../../shared/client/harness.js';
 import { TestLoadBalancer } from './loadBalancer.js';
 
 describe('SessionMover behind a load balancer (public URL)', () => {
@@ -18,26 +18,6 @@ describe('SessionMover behind a load balancer (public URL)', () => {
     await cluster.close();
     await balancer.close();
   });
-
-  /** Publishes through `via` every few ms until stopped; resolves with the last position. */
-  function keepPublishing(via: TestGateway, channel: string) {
-    let stop = false;
-    let last = 0;
-    const done = (async () => {
-      while (!stop) {
-        last = await cluster.publish(via, channel, { n: last });
-        await sleep(3);
-      }
-    })();
-    done.catch(() => undefined); // a failed test leaves it running: stop() still reports it
-    return {
-      stop: async () => {
-        stop = true;
-        await done;
-        return last;
-      },
-    };
-  }
 
   /** Two gateways that advertise the proxy as their public URL; clients reach only A at first. */
   async function twoGatewaysBehindTheBalancer() {
@@ -61,7 +41,7 @@ describe('SessionMover behind a load balancer (public URL)', () => {
     }
     expect(a.gateway.status(10).sessions).toHaveLength(3);
     balancer.register('b', b.port);
-    const publisher = keepPublishing(b, 'live');
+    const publisher = cluster.keepPublishing(b, 'live');
     await until(() => recordings.every((r) => r.positions('live').length >= 10), 'messages on A');
 
     // What ECS does: deregister the task (no new flows to it), then SIGTERM (a drain).
@@ -107,7 +87,7 @@ describe('SessionMover behind a load balancer (public URL)', () => {
     await client.subscribe('live');
     balancer.register('b', b.port);
     balancer.deregister('a');
-    const publisher = keepPublishing(b, 'live');
+    const publisher = cluster.keepPublishing(b, 'live');
     await until(() => recording.positions('live').length >= 10, 'messages on A');
 
     // A load balancer that still sends new flows to the draining gateway: it refuses them (503).
