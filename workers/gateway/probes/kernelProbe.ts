@@ -514,9 +514,6 @@ const S_INQ = 12;
 const S_AT = 13;
 /** 0: no sample yet, 1: netlink, 2: getsockopt. */
 const S_SOURCE = 14;
-/** Bits of a slot's `flags`. */
-const APP_ERROR = 1;
-const FLASH_CUT = 2;
 const SAMPLE_STRIDE = 15;
 /** Rows matched per event-loop turn. */
 const SLICE_ROWS = 1024;
@@ -554,8 +551,8 @@ class Slots {
   inode = new Uint32Array(0);
   seen = new Int32Array(0);
   registeredSeq = new Int32Array(0);
-  /** APP_ERROR | FLASH_CUT. */
-  flags = new Uint8Array(0);
+  /** 1 once a flash cut of the slot's connection was reported. */
+  cutReported = new Uint8Array(0);
   sample = new Float64Array(0);
 
   grow(min: number): void {
@@ -579,7 +576,7 @@ class Slots {
     this.inode = copy(this.inode);
     this.seen = copy(this.seen);
     this.registeredSeq = copy(this.registeredSeq);
-    this.flags = copy(this.flags);
+    this.cutReported = copy(this.cutReported);
     this.sample = copy(this.sample, SAMPLE_STRIDE);
     this.capacity = cap;
   }
@@ -670,7 +667,7 @@ export class KernelSweeper {
     s.inode[slot] = 0;
     s.seen[slot] = -1;
     s.registeredSeq[slot] = this.seq;
-    s.flags[slot] = 0;
+    s.cutReported[slot] = 0;
     s.sample.fill(0, slot * SAMPLE_STRIDE, (slot + 1) * SAMPLE_STRIDE);
     this.sockets[slot] = socket;
     this.keys[slot] = key;
@@ -687,11 +684,6 @@ export class KernelSweeper {
     this.keys[slot] = '';
     this.registered--;
     this.freeSlots.push(slot);
-  }
-
-  /** Tells the sweeper the application saw a failure of this connection (no flash cut then). */
-  noteAppError(slot: number): void {
-    if (this.sockets[slot] !== undefined) this.slots.flags[slot]! |= APP_ERROR;
   }
 
   /** The latest kernel sample of a registration; null when unknown. */
@@ -960,7 +952,7 @@ export class KernelSweeper {
         this.changed(slot, previous, now, missing);
         refresh();
       } else if (missing && this.unnoticedCut(slot)) {
-        s.flags[slot]! |= FLASH_CUT;
+        s.cutReported[slot] = 1;
         this.emit(this.options.onFlashCut, {
           key: this.keys[slot]!,
           slot,
@@ -1018,7 +1010,7 @@ export class KernelSweeper {
       });
     }
     if (isCut(current.state) && this.unnoticedCut(slot)) {
-      this.slots.flags[slot]! |= FLASH_CUT;
+      this.slots.cutReported[slot] = 1;
       this.emit(this.options.onFlashCut, {
         key: this.keys[slot]!,
         slot,
@@ -1033,16 +1025,12 @@ export class KernelSweeper {
   }
 
   /**
-   * A flash cut is one the application has not seen: not reported yet, and no error or close
-   * of the socket (noted by the application or known to Node).
+   * A flash cut is one the application has not seen: not reported yet, and Node knows of no
+   * error or close of the socket.
    */
   private unnoticedCut(slot: number): boolean {
     const socket = this.sockets[slot]!;
-    return (
-      (this.slots.flags[slot]! & (APP_ERROR | FLASH_CUT)) === 0 &&
-      !socket.destroyed &&
-      !socket.errored
-    );
+    return this.slots.cutReported[slot] === 0 && !socket.destroyed && !socket.errored;
   }
 
   private sampleOf(slot: number): ConnectionSample | null {

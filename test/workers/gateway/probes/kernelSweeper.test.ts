@@ -240,10 +240,9 @@ describe('KernelSweeper bookkeeping', () => {
   it('no flash cut after the application saw an error, or after it closed', async () => {
     const { kernel, sweeper, sockets, slots, cuts } = setup(30);
     await sweeper.sweepOnce();
-    sweeper.noteAppError(slots[3]!);
     sockets[4]!.errored = new Error('ECONNRESET');
     sockets[6]!.destroyed = true;
-    for (const i of [3, 4, 6]) kernel.conns[i]!.state = TcpState.CLOSE_WAIT;
+    for (const i of [4, 6]) kernel.conns[i]!.state = TcpState.CLOSE_WAIT;
     kernel.conns[9]!.state = TcpState.CLOSE_WAIT;
     sockets[9]!.readableEnded = true; // Node read the FIN but reported no error: still a flash cut
     await sweeper.sweepOnce();
