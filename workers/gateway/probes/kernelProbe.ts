@@ -593,16 +593,20 @@ class Slots {
  *   retransmits, unacked or lost grew.
  * - `onFlashCut` fires once per connection when the kernel reports CLOSE_WAIT or CLOSE, or the
  *   socket is gone from the dump (then getsockopt on its fd tells CLOSE from unknown), while the
- *   application has seen neither an 'error' nor a 'close' on it (nor `noteAppError`). Node
- *   reading the FIN ('end') does not count as seeing it: `peerEnded` says so.
- * - A socket's 'close' unregisters it. Matching runs in slices of SLICE_ROWS rows with an
+ *   application has seen neither an error nor a close of it (the socket is neither `errored`
+ *   nor `destroyed`). Node reading the FIN ('end') does not count as seeing it: `peerEnded`
+ *   says so.
+ * - The owner unregisters a socket when it closes. Matching runs in slices of SLICE_ROWS rows with an
  *   event-loop turn between them; without netlink (or after three failed dumps in 'auto'
  *   mode) it falls back to getsockopt per socket, also in slices.
  *
  * ```ts
  * const sweeper = new KernelSweeper({ port, onFlashCut: (e) => ..., onDelta: (d) => ... });
  * sweeper.start();
- * server.on('connection', (socket) => sweeper.register(id, socket));
+ * server.on('connection', (socket) => {
+ *   const slot = sweeper.register(id, socket);
+ *   socket.once('close', () => sweeper.unregister(slot));
+ * });
  * ```
  */
 export class KernelSweeper {
