@@ -2,22 +2,25 @@
  * The four control-plane functions (functions/<name>/handler.ts) with what each one needs and
  * nothing more:
  *
- * | function | store | bus (PutEvents) | key ring | VPC (gateway control port) |
- * | -------- | ----- | --------------- | -------- | -------------------------- |
- * | decide   | yes   | yes             | yes      | yes                        |
- * | nodeLost | yes   | yes             | yes      | yes                        |
- * | tokens   |       |                 | yes      |                            |
- * | alerts   | yes   |                 |          |                            |
+ * | function | store | bus (PutEvents) | key ring | alert receivers | VPC (gateway control port) |
+ * | -------- | ----- | --------------- | -------- | --------------- | -------------------------- |
+ * | decide   | yes   | yes             | yes      |                 | yes                        |
+ * | nodeLost | yes   | yes             | yes      |                 | yes                        |
+ * | tokens   |       |                 | yes      |                 |                            |
+ * | alerts   | yes   |                 |          | yes             |                            |
  *
  * The store holds decide's and nodeLost's rule memory, idempotency records and moves, and the
  * alerts function's dead letters. The key ring signs redirect tokens (tokens) and authenticates
- * calls to the gateways' control service (decide, nodeLost). Variable names are the ones the
- * handlers read (functions/runtime.ts, functions/tokens/keyRing.ts, docs/dynamodb.md).
+ * calls to the gateways' control service (decide, nodeLost). The alert receivers secret
+ * (AlertReceivers.ts, made here) holds where alerts delivers. Variable names are the ones the
+ * handlers read (functions/runtime.ts, functions/tokens/keyRing.ts,
+ * functions/alerts/receivers.ts, docs/dynamodb.md).
  */
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import { Construct } from 'constructs';
 import { ControlFunctionNames, type ControlFunctionName } from '../defaults.js';
+import { AlertReceivers } from './AlertReceivers.js';
 import { ControlFunction, type ControlFunctionOptions } from './ControlFunction.js';
 import type { TokenKeys } from './TokenKeys.js';
 import type { Wiring } from './wiring.js';
@@ -39,6 +42,8 @@ export interface ControlFunctionsProps {
 
 export class ControlFunctions extends Construct {
   readonly functions: Record<ControlFunctionName, ControlFunction>;
+  /** The secret holding the alerts function's receivers (created with none). */
+  readonly alertReceivers: AlertReceivers;
 
   constructor(scope: Construct, id: string, props: ControlFunctionsProps) {
     super(scope, id);
@@ -70,6 +75,8 @@ export class ControlFunctions extends Construct {
     for (const fn of [decide, nodeLost, tokens]) {
       fn.addEnvironment(props.keys.grantKeyRingRead(fn.function));
     }
+    this.alertReceivers = new AlertReceivers(this, 'AlertReceivers');
+    alerts.addEnvironment(this.alertReceivers.grantRead(alerts.function));
   }
 }
 

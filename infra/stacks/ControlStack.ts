@@ -1,10 +1,10 @@
 /**
- * The decision path. store=dynamodb: the control functions (decide, nodeLost, tokens, alerts)
- * and one EventBridge rule per catalogue entry, including the ECS task-stopped rule for the
- * gateway cluster. store=etcd: the orchestrator service, which runs the same handlers on the
- * etcd bus.
+ * The decision path. store=dynamodb: the control functions (decide, nodeLost, tokens, alerts),
+ * the alert receivers secret (output `AlertReceiversSecret`), and one EventBridge rule per
+ * catalogue entry, including the ECS task-stopped rule for the gateway cluster. store=etcd: the
+ * orchestrator service, which runs the same handlers on the etcd bus.
  */
-import { Stack, type Duration, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, Stack, type Duration, type StackProps } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import type * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -66,6 +66,11 @@ export class ControlStack extends Stack {
         ...(props.bundling === undefined ? {} : { bundling: props.bundling }),
       });
       const { decide, nodeLost, alerts } = this.functions.functions;
+      new CfnOutput(this, 'AlertReceiversSecret', {
+        value: this.functions.alertReceivers.secret.secretName,
+        description:
+          'Secrets Manager secret holding the alerts function receivers (JSON list; docs/deploy.md, "Alert receivers")',
+      });
       this.rules = new CatalogueRules(this, 'Rules', {
         bus: state.bus.bus,
         functions: { decide, nodeLost, alerts },

@@ -8,6 +8,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ALERT_RECEIVERS_ARN_ENV,
+  INITIAL_ALERT_RECEIVERS,
+} from '../../../infra/constructs/AlertReceivers.js';
 import { EVENT_BUS_ENV } from '../../../infra/constructs/ControlBus.js';
 import { protoFiles } from '../../../infra/constructs/bundling.js';
 import { TABLE_ENV } from '../../../infra/constructs/StreamhealTables.js';
@@ -17,6 +21,8 @@ import {
   controlFunctionDefaults,
   type ControlFunctionName,
 } from '../../../infra/defaults.js';
+import { ALERT_TARGETS_SECRET_ARN_ENV } from '../../../functions/alerts/receivers.js';
+import { parseAlertTargets } from '../../../shared/control/alerts/targets.js';
 import { verifyRedirectToken } from '../../../shared/redirectTokens.js';
 import { MemoryStore } from '../../../shared/store/MemoryStore.js';
 import { keyRingFromSecret } from '../../../shared/tokens.js';
@@ -144,6 +150,29 @@ describe('ControlFunctions', () => {
     expect(env('tokens').STREAMHEAL_STORE).toBeUndefined();
     expect(env('alerts')[KEY_RING_ARN_ENV]).toBeUndefined();
     expect(env('alerts')[EVENT_BUS_ENV]).toBeUndefined();
+    // The receivers secret by ARN, under the name the handler reads, to alerts only.
+    expect(ALERT_RECEIVERS_ARN_ENV).toBe(ALERT_TARGETS_SECRET_ARN_ENV);
+    const control = synth.stacks.control;
+    const receivers = control.functions!.alertReceivers.secret;
+    expect(env('alerts')[ALERT_RECEIVERS_ARN_ENV]).toEqual(control.resolve(receivers.secretArn));
+    for (const name of ['decide', 'nodeLost', 'tokens'] as const) {
+      expect(env(name)[ALERT_RECEIVERS_ARN_ENV], name).toBeUndefined();
+    }
+  });
+
+  it('creates the alert receivers secret with no receivers, its format described, and outputs its name', () => {
+    const control = synth.stacks.control;
+    const secret = control.functions!.alertReceivers.secret;
+    const template = synth.template(control).toJSON();
+    const properties = template.Resources[control.getLogicalId(secret.node.defaultChild as never)]
+      .Properties as { SecretString: string; Description: string; GenerateSecretString?: unknown };
+    expect(properties.SecretString).toBe(INITIAL_ALERT_RECEIVERS);
+    expect(parseAlertTargets(JSON.parse(properties.SecretString))).toEqual([]);
+    expect(properties.GenerateSecretString).toBeUndefined();
+    expect(properties.Description).toContain('JSON list');
+    expect(properties.Description).toMatch(/"type":"webhook".*"type":"slack".*"type":"pagerduty"/);
+    expect(properties.Description.length).toBeLessThanOrEqual(2048);
+    expect(template.Outputs.AlertReceiversSecret.Value).toEqual(control.resolve(secret.secretName));
   });
 
   it('grants each function only what it uses', () => {
@@ -166,9 +195,30 @@ describe('ControlFunctions', () => {
     ).toEqual([]);
     expect(actions('tokens')).toContain('secretsmanager:GetSecretValue');
     expect(actions('alerts')).toContain('dynamodb:PutItem');
-    expect(
-      actions('alerts').filter((a) => a.startsWith('events:') || a.startsWith('secretsmanager:')),
-    ).toEqual([]);
+    expect(actions('alerts').filter((a) => a.startsWith('events:'))).toEqual([]);
+    // Secrets Manager: the receivers secret and nothing else (not the key ring, not "*").
+    const control = synth.stacks.control;
+    const receiversArn = control.resolve(control.functions!.alertReceivers.secret.secretArn);
+    const secretStatements = (name: ControlFunctionName) =>
+      statements(name).filter((s) =>
+        (Array.isArray(s.Action) ? s.Action : [s.Action]).some((a) =>
+          a.startsWith('secretsmanager:'),
+        ),
+      );
+    const alertsSecrets = secretStatements('alerts');
+    expect(alertsSecrets).toHaveLength(1);
+    expect(alertsSecrets[0]!.Action).toEqual([
+      'secretsmanager:GetSecretValue',
+      'secretsmanager:DescribeSecret',
+    ]);
+    expect(alertsSecrets[0]!.Resource).toEqual(receiversArn);
+    for (const name of ['decide', 'nodeLost', 'tokens'] as const) {
+      for (const statement of secretStatements(name)) {
+        expect(JSON.stringify(statement.Resource), name).not.toContain(
+          JSON.stringify(receiversArn),
+        );
+      }
+    }
     for (const name of ControlFunctionNames) {
       expect(
         actions(name).filter((a) => a.includes('*')),
