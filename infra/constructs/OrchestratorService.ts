@@ -4,7 +4,9 @@
  * They elect a leader on etcd (one decides, the other stands by), subscribe the same catalogue on
  * the etcd bus, and reach the gateways' control port from the control security group. The
  * deployment's EventBridge bus is named to them (STREAMHEAL_EVENT_BUS_NAME, PutEvents granted)
- * for forwarding decision events to the alert topic and webhook destinations.
+ * for forwarding decision events to the alert topic and webhook destinations. Their own alert
+ * receivers come from the alert receivers secret, injected as STREAMHEAL_ALERT_TARGETS when a
+ * task starts (an edit of the secret takes effect with the next deployment of the service).
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -43,6 +45,8 @@ export interface OrchestratorServiceProps extends OrchestratorOptions {
   /** Store and bus (etcd) plus the EventBridge bus decisions are forwarded to. */
   readonly wiring: Wiring;
   readonly keyRing: secretsmanager.ISecret;
+  /** The alert receivers (AlertReceivers.ts). */
+  readonly alertReceivers: secretsmanager.ISecret;
 }
 
 export class OrchestratorService extends Construct {
@@ -81,7 +85,10 @@ export class OrchestratorService extends Construct {
         OTEL_SERVICE_NAME: 'streamheal-orchestrator',
         ...props.wiring.environment,
       },
-      secrets: { STREAMHEAL_CLUSTER_SECRET: ecs.Secret.fromSecretsManager(props.keyRing) },
+      secrets: {
+        STREAMHEAL_CLUSTER_SECRET: ecs.Secret.fromSecretsManager(props.keyRing),
+        STREAMHEAL_ALERT_TARGETS: ecs.Secret.fromSecretsManager(props.alertReceivers),
+      },
       // SIGTERM resigns the leadership at once; a standby takes over.
       stopTimeout: Duration.seconds(30),
       healthCheck: healthzCheck(ORCHESTRATOR_STATUS_PORT),
@@ -91,8 +98,8 @@ export class OrchestratorService extends Construct {
     props.wiring.grant(this.taskDefinition.taskRole);
     acknowledgeTaskDefinition(
       this.taskDefinition,
-      'Plain configuration only (etcd endpoints, bus and topic names, ports); the key ring is ' +
-        'injected from Secrets Manager through `secrets`.',
+      'Plain configuration only (etcd endpoints, bus and topic names, ports); the key ring and ' +
+        'the alert receivers are injected from Secrets Manager through `secrets`.',
     );
     this.service = new ecs.FargateService(this, 'Service', {
       cluster: props.cluster,

@@ -1,14 +1,16 @@
 /**
- * The decision path. store=dynamodb: the control functions (decide, nodeLost, tokens, alerts),
- * the alert receivers secret (output `AlertReceiversSecret`), and one EventBridge rule per
- * catalogue entry, including the ECS task-stopped rule for the gateway cluster. store=etcd: the
- * orchestrator service, which runs the same handlers on the etcd bus.
+ * The decision path. store=dynamodb: the control functions (decide, nodeLost, tokens, alerts)
+ * and one EventBridge rule per catalogue entry, including the ECS task-stopped rule for the
+ * gateway cluster. store=etcd: the orchestrator service, which runs the same handlers on the
+ * etcd bus. Either way the alert receivers secret (output `AlertReceiversSecret`).
  */
 import { CfnOutput, Stack, type Duration, type StackProps } from 'aws-cdk-lib';
 import * as events from 'aws-cdk-lib/aws-events';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import type * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
+import { AlertReceivers } from '../constructs/AlertReceivers.js';
 import { CatalogueRules } from '../constructs/CatalogueRules.js';
 import type { ControlFunctionOptions } from '../constructs/ControlFunction.js';
 import { ControlFunctions } from '../constructs/ControlFunctions.js';
@@ -51,6 +53,8 @@ export class ControlStack extends Stack {
   /** The schedule that makes alerts redeliver its dead letters (store=dynamodb). */
   readonly redelivery: events.Rule | undefined;
   readonly orchestrator: OrchestratorService | undefined;
+  /** Where alerts are delivered (AlertReceivers.ts): read by the alerts function or the orchestrator. */
+  readonly alertReceivers: secretsmanager.ISecret;
 
   constructor(scope: Construct, id: string, props: ControlStackProps) {
     super(scope, id, props);
@@ -66,11 +70,7 @@ export class ControlStack extends Stack {
         ...(props.bundling === undefined ? {} : { bundling: props.bundling }),
       });
       const { decide, nodeLost, alerts } = this.functions.functions;
-      new CfnOutput(this, 'AlertReceiversSecret', {
-        value: this.functions.alertReceivers.secret.secretName,
-        description:
-          'Secrets Manager secret holding the alerts function receivers (JSON list; docs/deploy.md, "Alert receivers")',
-      });
+      this.alertReceivers = this.functions.alertReceivers.secret;
       this.rules = new CatalogueRules(this, 'Rules', {
         bus: state.bus.bus,
         functions: { decide, nodeLost, alerts },
@@ -89,6 +89,7 @@ export class ControlStack extends Stack {
       this.redelivery.addTarget(alerts.eventTarget());
       this.orchestrator = undefined;
     } else {
+      this.alertReceivers = new AlertReceivers(this, 'AlertReceivers').secret;
       this.orchestrator = new OrchestratorService(this, 'Orchestrator', {
         ...props.orchestrator,
         cluster: gateways.cluster,
@@ -98,10 +99,16 @@ export class ControlStack extends Stack {
         // The etcd store and bus; the EventBridge bus only to forward decisions to alerting.
         wiring: combine(state.bus.wiring, state.storeWiring),
         keyRing: gateways.keys.keyRing,
+        alertReceivers: this.alertReceivers,
       });
       this.functions = undefined;
       this.rules = undefined;
       this.redelivery = undefined;
     }
+    new CfnOutput(this, 'AlertReceiversSecret', {
+      value: this.alertReceivers.secretName,
+      description:
+        'Secrets Manager secret holding the alert receivers (JSON list; docs/deploy.md, "Alert receivers")',
+    });
   }
 }

@@ -142,9 +142,8 @@ describe.each(StoreKinds)('the app with store=%s', (store) => {
   it('keeps secrets out of templates and environment variables', () => {
     // One exception: the alert receivers secret starts as an empty list, which holds nothing.
     const control = synth.stacks.control;
-    const receivers = control.functions?.alertReceivers.secret;
-    const receiversId = receivers && control.getLogicalId(receivers.node.defaultChild as never);
-    expect(receiversId === undefined).toBe(store === 'etcd');
+    const receivers = control.alertReceivers;
+    const receiversId = control.getLogicalId(receivers.node.defaultChild as never);
     for (const [stack, template] of Object.entries(all)) {
       for (const [id, resource] of Object.entries(template.Resources)) {
         if (stack === 'Control' && id === receiversId) {
@@ -174,6 +173,30 @@ describe.each(StoreKinds)('the app with store=%s', (store) => {
           expect(typeof value, `${stack}/${id} ${name}`).toBe('object');
         }
       }
+    }
+  });
+
+  it('hands the alert receivers to whoever delivers alerts, and only by reference', () => {
+    const control = synth.stacks.control;
+    const arn = control.resolve(control.alertReceivers.secretArn);
+    const taskDefinitions = Object.values(all.Control!.Resources).filter(
+      (r) => r.Type === 'AWS::ECS::TaskDefinition',
+    );
+    const injected = taskDefinitions.flatMap((td) =>
+      (
+        td.Properties?.ContainerDefinitions as Array<{
+          Secrets?: Array<{ Name: string; ValueFrom: unknown }>;
+        }>
+      ).flatMap((c) => c.Secrets ?? []),
+    );
+    const receiversVariable = injected.filter((s) => s.Name === 'STREAMHEAL_ALERT_TARGETS');
+    if (store === 'etcd') {
+      // The orchestrator delivers alerts itself: ECS injects the list when a task starts.
+      expect(receiversVariable).toEqual([{ Name: 'STREAMHEAL_ALERT_TARGETS', ValueFrom: arn }]);
+    } else {
+      // The alerts function reads the secret by ARN (ControlFunctions.test.ts); no task has it.
+      expect(receiversVariable).toEqual([]);
+      expect(control.functions!.alertReceivers.secret).toBe(control.alertReceivers);
     }
   });
 
