@@ -8,6 +8,18 @@
  */
 import { GetSecretValueCommand, SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { StreamhealError } from '../shared/errors.js';
+import type { Logger } from '../shared/telemetry/logger.js';
+
+/** What a source read from a secret (the token key ring, the alert receivers) is built with. */
+export interface SecretSourceOptions {
+  env?: NodeJS.ProcessEnv;
+  /** @default a client from the SDK's usual configuration (secretsManagerClient()) */
+  secretsManager?: SecretsManagerClient;
+  /** How long a read is kept. @default the source's own variable, else 300_000 */
+  cacheMs?: number;
+  now?: () => number;
+  logger?: Logger;
+}
 
 /** Secrets Manager could not be asked, refused, or the secret holds no text. */
 export class SecretUnavailableError extends StreamhealError {

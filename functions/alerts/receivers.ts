@@ -22,13 +22,13 @@ import {
   type AlertTarget,
 } from '../../shared/control/alerts/targets.js';
 import { errorCode, StreamhealError } from '../../shared/errors.js';
-import type { Logger } from '../../shared/telemetry/logger.js';
 import {
   cacheMsFromEnv,
   parseJsonQuietly,
   readSecretString,
   Refreshing,
   secretsManagerClient,
+  type SecretSourceOptions,
 } from '../secrets.js';
 
 export const ALERT_TARGETS_SECRET_ARN_ENV = 'STREAMHEAL_ALERT_TARGETS_SECRET_ARN';
@@ -46,16 +46,6 @@ export class AlertReceiversError extends StreamhealError {
   }
 }
 
-export interface AlertReceiversOptions {
-  env?: NodeJS.ProcessEnv;
-  /** @default a client from the SDK's usual configuration (secretsManagerClient()) */
-  secretsManager?: SecretsManagerClient;
-  /** @default $STREAMHEAL_ALERT_TARGETS_CACHE_MS or 300_000 */
-  cacheMs?: number;
-  now?: () => number;
-  logger?: Logger;
-}
-
 export class AlertReceivers {
   private readonly env: NodeJS.ProcessEnv;
   private readonly secretArn: string | undefined;
@@ -65,7 +55,8 @@ export class AlertReceivers {
   /** The last text parsed and its list: an unchanged secret gives the same list (same object). */
   private parsed?: { text: string; targets: readonly AlertTarget[] };
 
-  constructor(private readonly options: AlertReceiversOptions = {}) {
+  /** `cacheMs` defaults to $STREAMHEAL_ALERT_TARGETS_CACHE_MS, else 300_000. */
+  constructor(private readonly options: SecretSourceOptions = {}) {
     this.env = options.env ?? process.env;
     this.secretArn = this.env[ALERT_TARGETS_SECRET_ARN_ENV] || undefined;
     if (this.secretArn === undefined) return;

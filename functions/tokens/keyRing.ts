@@ -12,13 +12,13 @@
 import type { SecretsManagerClient } from '@aws-sdk/client-secrets-manager';
 import { StreamhealError } from '../../shared/errors.js';
 import { keyRingFromSecret, type KeyRing } from '../../shared/tokens.js';
-import type { Logger } from '../../shared/telemetry/logger.js';
 import {
   cacheMsFromEnv,
   parseJsonQuietly,
   readSecretString,
   Refreshing,
   secretsManagerClient,
+  type SecretSourceOptions,
 } from '../secrets.js';
 
 export class KeyRingConfigError extends StreamhealError {
@@ -27,22 +27,13 @@ export class KeyRingConfigError extends StreamhealError {
   }
 }
 
-export interface KeyRingSourceOptions {
-  env?: NodeJS.ProcessEnv;
-  /** @default a client from the SDK's usual configuration */
-  secretsManager?: SecretsManagerClient;
-  /** @default $STREAMHEAL_TOKEN_KEYS_CACHE_MS or 300_000 */
-  cacheMs?: number;
-  now?: () => number;
-  logger?: Logger;
-}
-
 export class KeyRingSource {
   private readonly env: NodeJS.ProcessEnv;
   private readonly ring: Refreshing<KeyRing>;
   private client?: SecretsManagerClient;
 
-  constructor(private readonly options: KeyRingSourceOptions = {}) {
+  /** `cacheMs` defaults to $STREAMHEAL_TOKEN_KEYS_CACHE_MS, else 300_000. */
+  constructor(private readonly options: SecretSourceOptions = {}) {
     this.env = options.env ?? process.env;
     this.ring = new Refreshing({
       load: () => this.load(),
